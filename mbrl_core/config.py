@@ -1,0 +1,107 @@
+"""YAML defaults, per-dataset overrides and command-line overrides, resolved into typed configs.
+
+``configs/<algo>.yaml`` holds sections (``learner``, ``trainer``, and for
+model-based algorithms ``rollouts``) plus an optional ``datasets`` mapping of
+``fnmatch`` patterns on the dataset id to section overrides, applied in file
+order. ``configs/trainer.yaml`` holds the shared trainer defaults. Command-line
+``--set key=value`` overrides come last; a bare key goes to the ``learner``
+section, ``section.key`` to that section.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import fnmatch
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, TypeVar
+
+import yaml
+
+from mbrl_core.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def configs_dir() -> Path:
+    """The installed ``configs`` package folder (works for editable and regular installs)."""
+    return Path(str(resources.files("configs")))
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as error:
+        raise ConfigError(f"config file not found: {path}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
+    if not isinstance(content, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level")
+    return content
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``override`` wins."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["expectile=0.5", "trainer.steps=1000"]`` -> ``{"learner": {"expectile": 0.5}, "trainer": {"steps": 1000}}``."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override '{pair}' must look like key=value (e.g. expectile=0.7 or trainer.steps=1000)")
+        key, raw = pair.split("=", 1)
+        section, _, name = key.strip().rpartition(".")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        result = merge(result, {section or "learner": {name: value}})
+    return result
+
+
+def resolve_algo_config(algo: str, dataset_id: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Trainer defaults, then the algorithm's file, then matching per-dataset overrides, then ``overrides``."""
+    path = configs_dir() / f"{algo}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in configs_dir().glob("*.yaml") if p.stem not in {"trainer", "dynamics"})
+        raise ConfigError(f"unknown algorithm '{algo}' (no {path.name} in {configs_dir()}; known: {', '.join(known)})")
+    algo_file = read_yaml(path)
+    resolved = merge({"trainer": read_yaml(configs_dir() / "trainer.yaml")}, {k: v for k, v in algo_file.items() if k != "datasets"})
+    for pattern, section_overrides in (algo_file.get("datasets") or {}).items():
+        if dataset_id is not None and fnmatch.fnmatch(dataset_id, pattern):
+            resolved = merge(resolved, section_overrides)
+    return merge(resolved, overrides or {})
+
+
+def build_config(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
+    """Instantiate a config dataclass, refusing unknown keys with the list of valid ones."""
+    values = dict(values or {})
+    valid = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where} (valid: {', '.join(sorted(valid))})")
+    return cls(**{name: _coerce(valid[name], value, where) for name, value in values.items()})
+
+
+def _coerce(field: dataclasses.Field, value: Any, where: str) -> Any:
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    try:
+        if kind == "float" and value is not None:
+            return float(value)
+        if kind == "int" and value is not None:
+            return int(value)
+        if kind == "bool" and not isinstance(value, bool):
+            raise ValueError("expected true or false")
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}.{field.name}: cannot use {value!r} ({error})") from error
+    return value
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
