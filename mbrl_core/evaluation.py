@@ -1,0 +1,94 @@
+"""Evaluation: run the deterministic policy in the dataset's gymnasium env, report returns and normalized score."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from mbrl_core.data import DatasetInfo
+from mbrl_core.errors import DatasetError
+
+ActFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class EvalResult:
+    step: int
+    return_mean: float
+    return_std: float
+    normalized_score: float | None
+    episodes: int
+    returns: list[float]
+    lengths: list[int]
+
+    def summary(self) -> dict:
+        """The fields a run's eval.json keeps per evaluation (no per-episode lists)."""
+        record = asdict(self)
+        record.pop("returns")
+        record.pop("lengths")
+        return record
+
+
+def env_spec_for(info: DatasetInfo, env_id: str | None = None) -> gym.envs.registration.EnvSpec | str:
+    """The environment to evaluate in: an explicit id, else the one recorded in the dataset."""
+    if env_id:
+        return env_id
+    eval_spec = info.metadata.get("eval_env_spec")
+    spec_json = eval_spec if isinstance(eval_spec, str) else info.env_spec_json
+    if not spec_json:
+        raise DatasetError(f"dataset '{info.dataset_id}' records no environment; pass an env id to evaluate in (--env)")
+    try:
+        return gym.envs.registration.EnvSpec.from_json(spec_json)
+    except Exception:
+        return json.loads(spec_json)["id"]
+
+
+def make_vector_env(spec, episodes: int) -> gym.vector.SyncVectorEnv:
+    try:
+        return gym.vector.SyncVectorEnv([lambda: gym.make(spec) for _ in range(episodes)])
+    except gym.error.Error as error:
+        raise DatasetError(f"cannot create evaluation environment {getattr(spec, 'id', spec)}: {error}") from error
+
+
+class Evaluator:
+    """Runs ``episodes`` episodes at once in a vector env; episode ``i`` is reset with seed ``seed + i``."""
+
+    def __init__(self, info: DatasetInfo, episodes: int = 10, seed: int = 0, env_id: str | None = None, device: torch.device | str = "cpu") -> None:
+        self.info = info
+        self.episodes = episodes
+        self.seed = seed
+        self.device = torch.device(device)
+        self.envs = make_vector_env(env_spec_for(info, env_id), episodes)
+
+    @torch.no_grad()
+    def __call__(self, act: ActFn, step: int = 0) -> EvalResult:
+        observations, _ = self.envs.reset(seed=[self.seed + i for i in range(self.episodes)])
+        returns = np.zeros(self.episodes)
+        lengths = np.zeros(self.episodes, dtype=int)
+        running = np.ones(self.episodes, dtype=bool)
+        low, high = self.envs.single_action_space.low, self.envs.single_action_space.high
+        while running.any():
+            obs = torch.as_tensor(np.asarray(observations, dtype=np.float32), device=self.device)
+            actions = np.clip(act(obs).detach().cpu().numpy(), low, high)
+            observations, rewards, terminated, truncated, _ = self.envs.step(actions)
+            returns += rewards * running
+            lengths += running
+            running &= ~(terminated | truncated)
+        mean = float(returns.mean())
+        return EvalResult(
+            step=step,
+            return_mean=mean,
+            return_std=float(returns.std()),
+            normalized_score=self.info.normalized_score(mean),
+            episodes=self.episodes,
+            returns=returns.tolist(),
+            lengths=lengths.tolist(),
+        )
+
+    def close(self) -> None:
+        self.envs.close()

@@ -1,0 +1,265 @@
+"""Runs are folders: resolve a config, build the learner and sampler, train, evaluate, write results.
+
+``runs/<name>/`` holds ``config.yaml`` (the resolved config), ``context.pt``
+(what the learner was told about its data), ``metrics.csv``, TensorBoard
+events under ``tensorboard/``, ``checkpoints/last.pt`` and, once finished,
+``eval.json``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from mbrl_core.atomic import load_torch, save_json, save_torch, save_yaml
+from mbrl_core.config import build_config, merge, read_yaml, resolve_algo_config
+from mbrl_core.data import DatasetInfo, TransitionData, load_dataset
+from mbrl_core.device import select_device
+from mbrl_core.errors import ArtifactError, ConfigError
+from mbrl_core.evaluation import Evaluator
+from mbrl_core.learner import LearnerContext
+from mbrl_core.normalization import Normalizer
+from mbrl_core.sampler import RealSampler
+from mbrl_core.seeding import seed_everything
+from mbrl_core.trainer import OfflineTrainer, TrainerConfig
+
+MODEL_BASED_SETUP = "dynamics.model_based:prepare_model_based_run"
+
+
+def resolve(path: str) -> Any:
+    """Import ``module:attribute`` (how mbrl_core reaches `policies` and `dynamics` without importing them)."""
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def learner_entry(algo: str):
+    return resolve("policies.registry:get_learner")(algo)
+
+
+def default_run_name(algo: str, dataset_id: str, seed: int) -> str:
+    return f"{algo}-{dataset_id.replace('/', '_')}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# ---------------------------------------------------------------- dataset facts kept with a run
+
+
+def info_record(data: TransitionData) -> dict[str, Any]:
+    info = data.info
+    return {
+        "id": info.dataset_id,
+        "fingerprint": data.fingerprint,
+        "transitions": len(data),
+        "env_id": info.env_id,
+        "env_spec_json": info.env_spec_json,
+        "ref_min_score": info.ref_min_score,
+        "ref_max_score": info.ref_max_score,
+        "observation_low": np.asarray(info.observation_space.low).tolist(),
+        "observation_high": np.asarray(info.observation_space.high).tolist(),
+        "action_low": np.asarray(info.action_space.low).tolist(),
+        "action_high": np.asarray(info.action_space.high).tolist(),
+    }
+
+
+def info_from_record(record: dict[str, Any]) -> DatasetInfo:
+    def box(low, high):
+        return gym.spaces.Box(np.array(low, dtype=np.float32), np.array(high, dtype=np.float32), dtype=np.float32)
+
+    return DatasetInfo(
+        dataset_id=record["id"],
+        observation_space=box(record["observation_low"], record["observation_high"]),
+        action_space=box(record["action_low"], record["action_high"]),
+        env_id=record.get("env_id"),
+        env_spec_json=record.get("env_spec_json"),
+        ref_min_score=record.get("ref_min_score"),
+        ref_max_score=record.get("ref_max_score"),
+    )
+
+
+def context_state(context: LearnerContext) -> dict[str, Any]:
+    state = asdict(context) | {"observation_normalizer": context.observation_normalizer.state_dict()}
+    state["device"] = str(context.device)
+    return {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
+
+
+def context_from_state(state: dict[str, Any], device: torch.device) -> LearnerContext:
+    values = dict(state)
+    values["observation_normalizer"] = Normalizer.from_state_dict(values["observation_normalizer"]).to(device)
+    values["action_low"] = values["action_low"].to(device)
+    values["action_high"] = values["action_high"].to(device)
+    values["device"] = device
+    return LearnerContext(**values)
+
+
+# ---------------------------------------------------------------- training
+
+
+def train_run(
+    algo: str,
+    dataset_id: str,
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+    runs_dir: str | Path = "runs",
+    run_name: str | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    dynamics_store: str | None = None,
+    rollouts: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train ``algo`` on ``dataset_id`` and return the run folder (see the module docstring).
+
+    With ``resume=True`` and an existing ``run_name`` holding a checkpoint, the run
+    continues from it with its saved config, as if it had never stopped.
+    """
+    entry = learner_entry(algo)
+    run_dir = Path(runs_dir) / (run_name or default_run_name(algo, dataset_id, seed))
+    resuming = resume and (run_dir / "checkpoints" / "last.pt").exists()
+    config = _run_config(algo, dataset_id, steps, seed, device, overrides, run_dir, resuming)
+    trainer_config = build_config(TrainerConfig, config["trainer"], f"{algo}.trainer")
+    target = select_device(trainer_config.device)
+    seed_everything(trainer_config.seed)
+    data = load_dataset(dataset_id, device=target)
+    _check_same_dataset(config, data, run_dir, resuming)
+    config["dataset"] = info_record(data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_yaml(config, run_dir / "config.yaml")
+
+    context = LearnerContext.from_data(data, trainer_config.steps, target)
+    sampler, dynamics_info = _make_sampler(algo, entry, data, config, trainer_config, run_dir, target, rollouts, dynamics_store, context)
+    save_torch(context_state(context), run_dir / "context.pt")
+    learner = entry.learner_cls(build_config(entry.config_cls, config.get("learner"), f"{algo}.learner"), context)
+
+    evaluator = Evaluator(data.info, trainer_config.eval_episodes, seed=10_000 + trainer_config.seed, device=target)
+    trainer = OfflineTrainer(learner, sampler, trainer_config, evaluate=evaluator, run_dir=run_dir, loggers=make_loggers(run_dir, resuming), progress=progress)
+    if resuming:
+        trainer.load_checkpoint()
+    try:
+        state = trainer.fit()
+    finally:
+        sampler.close()
+        evaluator.close()
+    save_json(_eval_record(algo, data, trainer_config, state, entry.model_based, dynamics_info), run_dir / "eval.json")
+    return run_dir
+
+
+def _run_config(algo, dataset_id, steps, seed, device, overrides, run_dir: Path, resuming: bool) -> dict[str, Any]:
+    if resuming:
+        return read_yaml(run_dir / "config.yaml")
+    explicit = {"trainer": {"seed": seed, "device": device} | ({"steps": steps} if steps is not None else {})}
+    config = {"algo": algo} | resolve_algo_config(algo, dataset_id, merge(overrides or {}, explicit))
+    unknown = sorted(set(config) - {"algo", "learner", "trainer", "rollouts", "dynamics"})
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {', '.join(unknown)} for {algo} (valid: learner, trainer, rollouts, dynamics)")
+    return config
+
+
+def _check_same_dataset(config: dict, data: TransitionData, run_dir: Path, resuming: bool) -> None:
+    recorded = (config.get("dataset") or {}).get("fingerprint")
+    if resuming and recorded and recorded != data.fingerprint:
+        raise ArtifactError(f"cannot resume {run_dir}: dataset '{data.info.dataset_id}' changed since the run started (fingerprint {recorded} -> {data.fingerprint})")
+
+
+def _make_sampler(algo, entry, data, config, trainer_config, run_dir, device, rollouts, dynamics_store, context):
+    if not entry.model_based:
+        if rollouts:
+            raise ConfigError(f"--rollouts is for model-based algorithms; '{algo}' trains on the real dataset only")
+        return RealSampler(data, trainer_config.batch_size, seed=trainer_config.seed), None
+    setup = resolve(MODEL_BASED_SETUP)(
+        algo, data, config, run_dir, device, trainer_config.seed, rollouts_path=rollouts, dynamics_store=dynamics_store
+    )
+    context.extras.update(setup.context_extras)
+    return setup.sampler, setup.dynamics_info
+
+
+def make_loggers(run_dir: Path, resuming: bool) -> list:
+    """Lightning's CSV and TensorBoard loggers writing into the run folder.
+
+    Lightning's CSV logger deletes an existing metrics.csv when it starts, so on
+    resume the earlier rows are read first and handed back to it.
+    """
+    from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
+
+    metrics_file = run_dir / "metrics.csv"
+    earlier = _read_metric_rows(metrics_file) if resuming else []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        csv_logger = CSVLogger(root_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=1)
+        for row in earlier:
+            step = int(float(row.pop("step")))
+            csv_logger.log_metrics({k: float(v) for k, v in row.items() if v not in ("", None)}, step=step)
+    return [csv_logger, TensorBoardLogger(root_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)]
+
+
+def _read_metric_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def _eval_record(algo, data, trainer_config, state, model_based: bool, dynamics_info) -> dict[str, Any]:
+    history = state.history
+    scored = [h for h in history if h.get("normalized_score") is not None] or history
+    key = "normalized_score" if any(h.get("normalized_score") is not None for h in history) else "return_mean"
+    updates_seconds = max(state.train_seconds - state.eval_seconds, 1e-9)
+    return {
+        "algo": algo,
+        "dataset_id": data.info.dataset_id,
+        "seed": trainer_config.seed,
+        "steps": state.step,
+        "model_based": model_based,
+        "final": history[-1] if history else None,
+        "best": max(scored, key=lambda h: h[key]) if scored else None,
+        "history": history,
+        "train_seconds": state.train_seconds,
+        "updates_per_second": state.step / updates_seconds,
+        "dynamics": dynamics_info,
+        "finished": True,
+    }
+
+
+# ---------------------------------------------------------------- reading runs back
+
+
+def read_eval(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "eval.json"
+    if not path.exists():
+        raise ArtifactError(f"{run_dir} has no eval.json: the run has not finished (resume it with `mbrl train ... --resume`)")
+    return json.loads(path.read_text())
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    path = Path(run_dir) / "eval.json"
+    return path.exists() and json.loads(path.read_text()).get("finished", False)
+
+
+def load_policy(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """The trained learner of a run (from its last checkpoint), ready for ``act(obs)``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise ArtifactError(f"{run_dir} is not a run folder (no config.yaml)")
+    config = read_yaml(run_dir / "config.yaml")
+    device = torch.device(device)
+    entry = learner_entry(config["algo"])
+    context = context_from_state(load_torch(run_dir / "context.pt"), device)
+    learner = entry.learner_cls(build_config(entry.config_cls, config.get("learner"), f"{config['algo']}.learner"), context)
+    learner.load_state_dict(load_torch(run_dir / "checkpoints" / "last.pt", map_location=device)["learner"])
+    return learner
+
+
+def run_dataset_info(run_dir: str | Path) -> DatasetInfo:
+    """The dataset facts recorded in a run (enough to evaluate without the dataset)."""
+    return info_from_record(read_yaml(Path(run_dir) / "config.yaml")["dataset"])

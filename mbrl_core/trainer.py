@@ -1,0 +1,202 @@
+"""The one trainer: every learner, model-free or model-based, runs through this loop.
+
+The loop is deliberately plain (no per-step hook machinery): prepare the
+sampler (model-based samplers refresh rollouts here), draw a batch, update,
+and every so often log, evaluate and checkpoint. Metrics stay tensors until a
+log step, so the hot path never waits on a device sync.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mbrl_core.atomic import load_torch, save_torch
+from mbrl_core.evaluation import EvalResult
+from mbrl_core.learner import Learner
+from mbrl_core.sampler import Sampler
+
+CHECKPOINT_NAME = "last.pt"
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 1_000_000
+    batch_size: int = 256
+    eval_every: int = 5000
+    eval_episodes: int = 10
+    log_every: int = 1000
+    checkpoint_every: int = 50_000
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class TrainingState:
+    """What survives a restart besides the learner and the sampler."""
+
+    step: int = 0
+    train_seconds: float = 0.0  # wall-clock inside fit(), evaluations included
+    eval_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class MetricAverager:
+    """Sums metric tensors between log steps without synchronizing the device."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, metrics: dict[str, Any]) -> None:
+        for name, value in metrics.items():
+            value = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+            self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
+        self.count += 1
+
+    def pop(self) -> dict[str, float]:
+        means = {name: float(total) / self.count for name, total in self.sums.items()} if self.count else {}
+        self.sums, self.count = {}, 0
+        return means
+
+
+class OfflineTrainer:
+    """Runs ``learner`` for ``config.steps`` gradient updates on batches from ``sampler``.
+
+    ``evaluate(act, step)`` is called every ``eval_every`` updates and at the end;
+    ``loggers`` are Lightning loggers (``log_metrics(dict, step)``). With a
+    ``run_dir``, checkpoints go to ``run_dir/checkpoints/last.pt`` atomically.
+    """
+
+    def __init__(
+        self,
+        learner: Learner,
+        sampler: Sampler,
+        config: TrainerConfig,
+        evaluate: Callable[[Callable, int], EvalResult] | None = None,
+        run_dir: Path | None = None,
+        loggers: list | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.learner = learner
+        self.sampler = sampler
+        self.config = config
+        self.evaluate = evaluate
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.loggers = loggers or []
+        self.progress = progress
+        self.state = TrainingState()
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoints" / CHECKPOINT_NAME if self.run_dir else None
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        save_torch(
+            {
+                "learner": self.learner.state_dict(),
+                "sampler": self.sampler.state_dict(),
+                "state": vars(self.state),
+                "rng": capture_rng(),
+            },
+            self.checkpoint_path,
+        )
+
+    def load_checkpoint(self, path: Path | None = None) -> bool:
+        """Restore from ``path`` (default: the run's last checkpoint); False when there is none."""
+        path = Path(path) if path else self.checkpoint_path
+        if path is None or not path.exists():
+            return False
+        checkpoint = load_torch(path)
+        self.learner.load_state_dict(checkpoint["learner"])
+        self.sampler.load_state_dict(checkpoint["sampler"])
+        self.state = TrainingState(**checkpoint["state"])
+        restore_rng(checkpoint["rng"])
+        return True
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, until: int | None = None) -> TrainingState:
+        """Train up to update ``until`` (default: all steps). Stopping early and calling
+        :meth:`load_checkpoint` + :meth:`fit` later gives the same weights as one straight run."""
+        end = min(until if until is not None else self.config.steps, self.config.steps)
+        averager = MetricAverager()
+        bar = tqdm(total=self.config.steps, initial=self.state.step, disable=not self.progress, desc="train", unit="upd", dynamic_ncols=True)
+        self._clock_base, self._clock_start = self.state.train_seconds, time.perf_counter()
+        self._log_clock = (self._clock_start, self.state.step)
+        try:
+            while self.state.step < end:
+                averager.add(self.sampler.prepare(self.state.step, self.learner))
+                averager.add(self.learner.update(self.sampler.sample()))
+                self.state.step += 1
+                bar.update(1)
+                self._periodic(averager, bar)
+        finally:
+            bar.close()
+            self.state.train_seconds = self._elapsed()
+        self.save_checkpoint()
+        for logger in self.loggers:
+            logger.save()
+        return self.state
+
+    def _elapsed(self) -> float:
+        return self._clock_base + time.perf_counter() - self._clock_start
+
+    def _periodic(self, averager: MetricAverager, bar) -> None:
+        step, config, last = self.state.step, self.config, self.state.step == self.config.steps
+        if step % config.log_every == 0 or last:
+            self._log_training(averager, bar, step)
+        if self.evaluate is not None and (step % config.eval_every == 0 or last):
+            self._evaluate(bar, step)
+        if step % config.checkpoint_every == 0 and not last:
+            self.state.train_seconds = self._elapsed()
+            self.save_checkpoint()
+
+    def _log_training(self, averager: MetricAverager, bar, step: int) -> None:
+        now = time.perf_counter()
+        since, since_step = self._log_clock
+        metrics = {f"train/{name}": value for name, value in averager.pop().items()}
+        metrics["train/updates_per_second"] = (step - since_step) / max(now - since, 1e-9)
+        self._log(metrics, step)
+        bar.set_postfix({name.split("/")[-1]: f"{value:.3g}" for name, value in list(metrics.items())[:4]}, refresh=False)
+        self._log_clock = (now, step)
+
+    def _evaluate(self, bar, step: int) -> None:
+        started = time.perf_counter()
+        result = self.evaluate(self.learner.act, step)
+        self.state.eval_seconds += time.perf_counter() - started
+        self.state.history.append(result.summary())
+        self._log({f"eval/{name}": value for name, value in result.summary().items() if name != "step" and value is not None}, step)
+        line = f"step {step}: return {result.return_mean:.1f} ± {result.return_std:.1f}"
+        if result.normalized_score is not None:
+            line += f", normalized score {result.normalized_score:.1f}"
+        bar.write(line)
+        self._log_clock = (time.perf_counter(), step)  # updates/s excludes evaluation time
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=step)
+
+
+def capture_rng() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
