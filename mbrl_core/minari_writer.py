@@ -22,8 +22,13 @@ def write_minari_dataset(
     algorithm_name: str = "scripted",
     description: str = "",
     overwrite: bool = False,
+    observation_space=None,
+    action_space=None,
 ):
-    """Create a local Minari dataset from episode dicts (observations T+1, actions/rewards/terminations/truncations T)."""
+    """Create a local Minari dataset from episode dicts (observations T+1, actions/rewards/terminations/truncations T).
+
+    Spaces default to the environment's; pass them when the data is not from ``env_id`` itself.
+    """
     import minari
     from minari.data_collector import EpisodeBuffer
 
@@ -56,4 +61,6 @@ def write_minari_dataset(
             ref_min_score=ref_min_score,
             ref_max_score=ref_max_score,
             description=description or f"{dataset_id} ({algorithm_name})",
+            observation_space=observation_space,
+            action_space=action_space,
         )
