@@ -204,16 +204,22 @@ def _optional_float(value) -> float | None:
 def transitions_from_episodes(episodes: Iterable, info: DatasetInfo) -> TransitionData:
     """Flatten Minari episodes (objects or dicts with observations, actions, rewards,
     terminations, truncations) into aligned transition tensors, validating as we go."""
+    arrays = transition_arrays(episodes, info)
+    check_finite(arrays, info.dataset_id)
+    tensors = {name: torch.as_tensor(array, dtype=torch.float32).contiguous() for name, array in arrays.items()}
+    return TransitionData(**tensors, info=info)
+
+
+def transition_arrays(episodes: Iterable, info: DatasetInfo) -> dict[str, np.ndarray]:
+    """The aligned transition arrays of Minari episodes, shapes and lengths checked but
+    values untouched (NaN/inf kept, so a report can say where they are)."""
     parts: dict[str, list[np.ndarray]] = {name: [] for name in FIELDS}
     for number, episode in enumerate(episodes):
         for name, array in _episode_transitions(episode, number, info).items():
             parts[name].append(array)
     if not parts["actions"]:
         raise DatasetError(f"dataset '{info.dataset_id}' is empty: it holds no transitions")
-    arrays = {name: np.concatenate(chunks) for name, chunks in parts.items()}
-    check_finite(arrays, info.dataset_id)
-    tensors = {name: torch.as_tensor(array, dtype=torch.float32).contiguous() for name, array in arrays.items()}
-    return TransitionData(**tensors, info=info)
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
 def _get(episode, name: str):
