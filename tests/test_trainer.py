@@ -1,0 +1,109 @@
+"""The one trainer and run folders: exact resume, logs, eval.json, loading a policy back."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from mbrl_core.config import build_config
+from mbrl_core.learner import LearnerContext
+from mbrl_core.runs import load_policy, read_eval, train_run
+from mbrl_core.sampler import RealSampler
+from mbrl_core.seeding import seed_everything
+from mbrl_core.trainer import OfflineTrainer, TrainerConfig
+from policies.registry import get_learner
+
+STEPS = 40
+
+
+def make_trainer(algo: str, data, run_dir) -> OfflineTrainer:
+    seed_everything(0)
+    entry = get_learner(algo)
+    context = LearnerContext.from_data(data, STEPS, data.device)
+    learner = entry.learner_cls(build_config(entry.config_cls, {}, algo), context)
+    config = TrainerConfig(steps=STEPS, batch_size=32, log_every=10, checkpoint_every=1000, seed=0)
+    return OfflineTrainer(learner, RealSampler(data, 32, seed=0), config, run_dir=run_dir, progress=False)
+
+
+def weights(learner) -> dict[str, torch.Tensor]:
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, torch.Tensor):
+            flat[prefix] = value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}", item)
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                walk(f"{prefix}.{index}", item)
+
+    walk("", learner.state_dict())
+    return flat
+
+
+@pytest.mark.parametrize("algo", ["iql", "td3bc", "cql"])
+def test_resumed_training_equals_straight_training(algo, small_data, tmp_path):
+    straight = make_trainer(algo, small_data, tmp_path / "straight")
+    straight.fit()
+
+    interrupted = make_trainer(algo, small_data, tmp_path / "resumed")
+    interrupted.fit(until=STEPS // 2 + 3)
+    del interrupted
+    torch.manual_seed(12345)  # a restarted process starts from other random state
+    resumed = make_trainer(algo, small_data, tmp_path / "resumed")
+    assert resumed.load_checkpoint()
+    assert resumed.state.step == STEPS // 2 + 3
+    resumed.fit()
+
+    expected, actual = weights(straight.learner), weights(resumed.learner)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
+def test_train_run_writes_a_complete_run_folder(small_dataset_id, tmp_path):
+    overrides = {"trainer": {"eval_every": 20, "log_every": 10, "eval_episodes": 2, "batch_size": 32}}
+    run_dir = train_run("bc", small_dataset_id, steps=STEPS, seed=1, overrides=overrides, runs_dir=tmp_path, progress=False)
+    assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "last.pt").exists()
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    with open(run_dir / "metrics.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [int(r["step"]) for r in rows if r.get("train/loss")] == [10, 20, 30, 40]
+    assert [int(r["step"]) for r in rows if r.get("eval/return_mean")] == [20, 40]
+    record = read_eval(run_dir)
+    assert record["finished"] and record["steps"] == STEPS and record["seed"] == 1 and record["model_based"] is False
+    assert [h["step"] for h in record["history"]] == [20, 40]
+    assert record["final"] == record["history"][-1]
+    assert record["best"]["normalized_score"] == max(h["normalized_score"] for h in record["history"])
+    policy = load_policy(run_dir)
+    obs = torch.zeros(3, 4)
+    assert policy.act(obs).shape == (3, 1)
+
+
+def test_train_run_resume_continues_an_interrupted_run(small_dataset_id, tmp_path, monkeypatch):
+    overrides = {"trainer": {"eval_every": 1000, "log_every": 10, "eval_episodes": 1, "batch_size": 32}}
+    straight = train_run("iql", small_dataset_id, steps=STEPS, overrides=overrides, runs_dir=tmp_path, run_name="straight", progress=False)
+
+    original_fit = OfflineTrainer.fit
+
+    def killed_fit(self, until=None):
+        original_fit(self, until=STEPS // 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(OfflineTrainer, "fit", killed_fit)
+    with pytest.raises(KeyboardInterrupt):
+        train_run("iql", small_dataset_id, steps=STEPS, overrides=overrides, runs_dir=tmp_path, run_name="killed", progress=False)
+    assert not (tmp_path / "killed" / "eval.json").exists()
+    monkeypatch.setattr(OfflineTrainer, "fit", original_fit)
+    resumed = train_run("iql", small_dataset_id, steps=STEPS, runs_dir=tmp_path, run_name="killed", resume=True, progress=False)
+
+    a, b = weights(load_policy(straight)), weights(load_policy(resumed))
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    with open(resumed / "metrics.csv") as stream:
+        steps = [int(r["step"]) for r in csv.DictReader(stream) if r.get("train/updates_per_second")]
+    assert steps == [10, 20, 30, 40]
+    assert json.loads((resumed / "eval.json").read_text())["steps"] == STEPS
