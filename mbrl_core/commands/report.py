@@ -1,0 +1,20 @@
+"""`mbrl report`: rebuild a compare's report from its finished runs."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "rebuild the report (Markdown, HTML, plots) of a compare folder from its finished runs"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", help="a compare folder (runs/compare-<name>/) or any folder of run folders")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mbrl_core.compare import report_compare
+    from mbrl_core.report import terminal_summary
+
+    data, paths = report_compare(args.folder)
+    print(f"{terminal_summary(data)}\n\nreport: {paths.html}\n        {paths.markdown}")
+    return 0

@@ -1,0 +1,330 @@
+"""The grid runner: learners x datasets x seeds, one budget, one evaluation protocol.
+
+A compare lives in ``<runs_dir>/compare-<name>/``: ``compare.json`` (the grid),
+``runs/<algo>-<dataset>-s<seed>/`` (one run folder each, named without a
+timestamp so that running the same command again finds them), and the report.
+Finished runs are skipped and interrupted ones resume from their checkpoint.
+
+Model-based runs of a dataset share one dynamics model. It is pretrained once
+per (dataset, dynamics config) before those runs start, through the artifact
+store, so later compares on the same data reuse it too; model-free runs start
+meanwhile. ``workers`` processes train at once, each limited to
+``cores // workers`` torch threads so that together they do not oversubscribe
+the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from mbrl_core.atomic import save_json
+from mbrl_core.config import resolve_algo_config
+from mbrl_core.errors import ConfigError
+
+COMPARE_FILE = "compare.json"
+RUNS_SUBDIR = "runs"
+DYNAMICS_SERVICE = "dynamics.service:DynamicsService"
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """The grid. ``overrides`` (``parse_overrides`` structure) apply to every run, so budgets stay equal."""
+
+    name: str
+    datasets: tuple[str, ...]
+    algos: tuple[str, ...]
+    seeds: tuple[int, ...]
+    steps: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for what in ("datasets", "algos", "seeds"):
+            values = getattr(self, what)
+            if not values:
+                raise ConfigError(f"compare '{self.name}': give at least one of {what}")
+            object.__setattr__(self, what, tuple(dict.fromkeys(values)))
+        if self.steps <= 0:
+            raise ConfigError(f"compare '{self.name}': --steps must be positive (got {self.steps})")
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "CompareSpec":
+        return cls(**{key: record[key] for key in ("name", "datasets", "algos", "seeds", "steps", "overrides")})
+
+
+@dataclass(frozen=True)
+class RunTask:
+    algo: str
+    dataset_id: str
+    seed: int
+    model_based: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.algo}-{self.dataset_id.replace('/', '_')}-s{self.seed}"
+
+
+@dataclass(frozen=True)
+class DynamicsTask:
+    """One dynamics model to pretrain: a dataset and the dynamics section its model-based runs resolve to."""
+
+    dataset_id: str
+    config: dict[str, Any] | None
+
+    @property
+    def name(self) -> str:
+        return f"dynamics for {self.dataset_id}"
+
+
+@dataclass
+class CompareOutcome:
+    folder: Path
+    trained: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already finished before this call
+    failed: dict[str, str] = field(default_factory=dict)
+    dynamics: dict[str, dict[str, Any]] = field(default_factory=dict)  # dataset id -> {"key", "was_cached", "train_seconds"}
+
+
+def default_name(datasets: Sequence[str], steps: int) -> str:
+    """A name that is the same every time the same grid is asked for, so re-running resumes it."""
+    return "+".join(dataset.replace("/", "_") for dataset in datasets) + f"-{steps}steps"
+
+
+def compare_folder(runs_dir: str | Path, name: str) -> Path:
+    return Path(runs_dir) / f"compare-{name}"
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, usable_cores() // workers)
+
+
+# ---------------------------------------------------------------- planning
+
+
+def plan_runs(spec: CompareSpec) -> list[RunTask]:
+    """Every run of the grid; unknown algorithms and datasets are refused here, before anything trains."""
+    from mbrl_core.data import load_minari
+    from mbrl_core.runs import learner_entry
+
+    model_based = {algo: learner_entry(algo).model_based for algo in spec.algos}
+    for dataset_id in spec.datasets:
+        load_minari(dataset_id)
+    return [RunTask(algo, dataset_id, seed, model_based[algo]) for dataset_id in spec.datasets for algo in spec.algos for seed in spec.seeds]
+
+
+def plan_dynamics(spec: CompareSpec, tasks: Sequence[RunTask]) -> dict[str, list[DynamicsTask]]:
+    """Per dataset, the distinct dynamics configs its model-based runs will ask the store for."""
+    needed: dict[str, dict[str, DynamicsTask]] = {}
+    for task in tasks:
+        if task.model_based:
+            config = resolve_algo_config(task.algo, task.dataset_id, spec.overrides).get("dynamics")
+            needed.setdefault(task.dataset_id, {})[json.dumps(config, sort_keys=True)] = DynamicsTask(task.dataset_id, config)
+    return {dataset_id: list(by_config.values()) for dataset_id, by_config in needed.items()}
+
+
+def prepare_folder(spec: CompareSpec, runs_dir: str | Path, dynamics_store: str | None) -> Path:
+    """Create or reopen the compare folder, refusing to mix budgets or overrides into an earlier grid.
+
+    Adding datasets, algorithms or seeds to an existing compare is fine: the
+    recorded grid becomes the union, and only the new runs train.
+    """
+    folder = compare_folder(runs_dir, spec.name)
+    record = spec.record()
+    if (folder / COMPARE_FILE).exists():
+        earlier = json.loads((folder / COMPARE_FILE).read_text())
+        for key in ("steps", "overrides"):
+            if earlier[key] != record[key]:
+                raise ConfigError(
+                    f"{folder} was run with {key} = {earlier[key]!r}, not {record[key]!r}: equal budgets keep the comparison fair; pick another --name"
+                )
+        for key in ("datasets", "algos", "seeds"):
+            record[key] = list(dict.fromkeys([*earlier[key], *record[key]]))
+    save_json(record | {"dynamics_store": dynamics_store}, folder / COMPARE_FILE)
+    return folder
+
+
+# ---------------------------------------------------------------- work done in worker processes
+
+
+def init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def train_task(task: RunTask, steps: int, overrides: dict[str, Any], folder: str, device: str, dynamics_store: str | None, progress: bool) -> str:
+    from mbrl_core.runs import train_run
+
+    run_dir = train_run(
+        task.algo,
+        task.dataset_id,
+        steps=steps,
+        seed=task.seed,
+        overrides=overrides,
+        runs_dir=Path(folder) / RUNS_SUBDIR,
+        run_name=task.name,
+        resume=True,
+        device=device,
+        dynamics_store=dynamics_store,
+        progress=progress,
+    )
+    return str(run_dir)
+
+
+def pretrain_task(task: DynamicsTask, device: str, dynamics_store: str | None, progress: bool) -> dict[str, Any]:
+    from mbrl_core.data import load_dataset
+    from mbrl_core.device import select_device
+    from mbrl_core.runs import resolve
+
+    service = resolve(DYNAMICS_SERVICE).fit(load_dataset(task.dataset_id, device=select_device(device)), config=task.config, store=dynamics_store, progress=progress)
+    return {"key": service.key, "was_cached": bool(service.was_cached), "train_seconds": float(service.metrics.get("train_seconds", 0.0))}
+
+
+class InlineExecutor(Executor):
+    """Runs each task at submission, in this process: ``workers=1`` keeps tracebacks and progress bars plain."""
+
+    def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+
+def make_executor(workers: int) -> Executor:
+    if workers <= 1:
+        return InlineExecutor()
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker, initargs=(threads_per_worker(workers),)
+    )
+
+
+# ---------------------------------------------------------------- the grid
+
+
+def run_compare(
+    spec: CompareSpec,
+    runs_dir: str | Path = "runs",
+    workers: int = 1,
+    device: str = "auto",
+    dynamics_store: str | None = None,
+    log: Callable[[str], None] = print,
+) -> CompareOutcome:
+    """Train every unfinished run of the grid and return what happened (the report is written by :func:`report_compare`)."""
+    from mbrl_core.runs import is_finished
+
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1 (got {workers})")
+    tasks = plan_runs(spec)
+    folder = prepare_folder(spec, runs_dir, dynamics_store)
+    outcome = CompareOutcome(folder)
+    todo = []
+    for task in tasks:
+        (outcome.skipped if is_finished(folder / RUNS_SUBDIR / task.name) else todo).append(task)
+    if outcome.skipped:
+        log(f"{len(outcome.skipped)} of {len(tasks)} runs already finished in {folder}: skipped")
+    executor = make_executor(workers)
+    try:
+        GridSchedule(executor, spec, outcome, device, dynamics_store, progress=workers == 1, log=log, total=len(tasks)).run(todo)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    return outcome
+
+
+@dataclass
+class GridSchedule:
+    """Submits the grid's work in dependency order and records results as they complete.
+
+    Dynamics models go first (they start at once), then model-free runs; a
+    dataset's model-based runs are released when all its dynamics models exist.
+    """
+
+    executor: Executor
+    spec: CompareSpec
+    outcome: CompareOutcome
+    device: str
+    dynamics_store: str | None
+    progress: bool
+    log: Callable[[str], None]
+    total: int
+    pending: dict[Future, RunTask | DynamicsTask] = field(default_factory=dict)
+
+    def run(self, todo: Sequence[RunTask]) -> None:
+        dynamics_plan = plan_dynamics(self.spec, todo)
+        waiting = {dataset_id: len(models) for dataset_id, models in dynamics_plan.items()}
+        for model in (model for models in dynamics_plan.values() for model in models):
+            self.pending[self.executor.submit(pretrain_task, model, self.device, self.dynamics_store, self.progress)] = model
+        for task in todo:
+            if not task.model_based:
+                self.submit_run(task)
+        while self.pending:
+            done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = self.pending.pop(future)
+                if isinstance(task, RunTask):
+                    self.finish_run(future, task)
+                    continue
+                dynamics_failure = self.finish_dynamics(future, task)
+                waiting[task.dataset_id] -= 1
+                for run in (run for run in todo if run.model_based and run.dataset_id == task.dataset_id):
+                    if dynamics_failure:
+                        self.outcome.failed[run.name] = f"its dynamics model failed ({dynamics_failure})"
+                    elif waiting[task.dataset_id] == 0 and run.name not in self.outcome.failed:
+                        self.submit_run(run)
+
+    def submit_run(self, task: RunTask) -> None:
+        arguments = (task, self.spec.steps, self.spec.overrides, str(self.outcome.folder), self.device, self.dynamics_store, self.progress)
+        self.pending[self.executor.submit(train_task, *arguments)] = task
+
+    def finish_dynamics(self, future: Future, task: DynamicsTask) -> str | None:
+        """Record a pretrained dynamics model; returns the error text if it failed."""
+        if future.exception() is not None:
+            return self.fail(task.name, future.exception())
+        info = future.result()
+        self.outcome.dynamics[task.dataset_id] = info
+        how = "reused from the store" if info["was_cached"] else f"trained in {info['train_seconds']:.0f} s"
+        self.log(f"{task.name}: {info['key']} {how}")
+        return None
+
+    def finish_run(self, future: Future, task: RunTask) -> None:
+        from mbrl_core.report import score_of
+        from mbrl_core.runs import read_eval
+
+        if future.exception() is not None:
+            self.fail(task.name, future.exception())
+            return
+        self.outcome.trained.append(task.name)
+        evaluation = read_eval(future.result())
+        done = len(self.outcome.trained) + len(self.outcome.skipped)
+        self.log(f"[{done}/{self.total}] {task.name}: final score {score_of(evaluation['final']):.1f} in {evaluation['train_seconds']:.0f} s")
+
+    def fail(self, name: str, error: BaseException) -> str:
+        self.outcome.failed[name] = describe(error)
+        self.log(f"FAILED {name}: {self.outcome.failed[name]}")
+        return self.outcome.failed[name]
+
+
+def describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
+def report_compare(folder: str | Path):
+    """Write the report of a compare folder (or of any folder of runs); returns (ReportData, ReportPaths)."""
+    from mbrl_core.report import write_report
+
+    folder = Path(folder)
+    record = json.loads((folder / COMPARE_FILE).read_text()) if (folder / COMPARE_FILE).exists() else {}
+    return write_report(folder, title=record.get("name"), algo_order=record.get("algos", ()), dynamics_store=record.get("dynamics_store"))
