@@ -1,0 +1,82 @@
+"""The dynamics-ensemble config: MBPO/MOPO defaults (see REFERENCES.md, "Dynamics ensemble")."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+from mbrl_core.config import build_config, config_to_dict, configs_dir, merge, read_yaml
+from mbrl_core.errors import ConfigError
+
+TERMINATION_CHOICES = ("auto", "never", "learned")
+MEMBER_CHOICES = ("all", "elites")
+
+
+@dataclass
+class DynamicsConfig:
+    # ensemble (mopo models/constructor.py: 7 networks, 5 elites, 4 x 200 swish)
+    ensemble_size: int = 7
+    elites: int = 5
+    hidden_dim: int = 200
+    hidden_layers: int = 4
+    # L2 weight decay of each layer, input to output (mopo constructor)
+    weight_decays: list[float] = field(default_factory=lambda: [2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4])
+    # learned soft bounds of the log-variance (mopo bnn.py: init 0.5 / -10, 0.01 penalty)
+    max_logvar_init: float = 0.5
+    min_logvar_init: float = -10.0
+    logvar_bound_coef: float = 0.01
+    learning_rate: float = 1e-3
+    batch_size: int = 256
+    # holdout: min(holdout_ratio * N, max_holdout) transitions, drawn as contiguous
+    # segments of holdout_segment steps so open-loop errors can be measured on them
+    # (holdout_segment = 1 is MOPO's split of single random transitions)
+    holdout_ratio: float = 0.2
+    max_holdout: int = 1000
+    holdout_segment: int = 10
+    # snapshot a member when its holdout MSE improves by more than this fraction;
+    # stop after `patience` epochs without any snapshot; never train more than max_epochs
+    improvement_threshold: float = 0.01
+    patience: int = 5
+    max_epochs: int = 400
+    # MBPO trains each member on its own bootstrap resample of the training split
+    bootstrap: bool = True
+    # auto = the env's rule when known, else a learned head (data has terminals) or never
+    termination: str = "auto"
+    # members entering the uncertainty features: the official codes use all of them
+    uncertainty_members: str = "all"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.weight_decays) != self.hidden_layers + 1:
+            raise ConfigError(
+                f"dynamics.weight_decays has {len(self.weight_decays)} values but {self.hidden_layers} hidden layers need {self.hidden_layers + 1}"
+            )
+        if not 1 <= self.elites <= self.ensemble_size:
+            raise ConfigError(f"dynamics.elites must be between 1 and ensemble_size={self.ensemble_size}, got {self.elites}")
+        if self.termination not in TERMINATION_CHOICES:
+            raise ConfigError(f"dynamics.termination must be one of {', '.join(TERMINATION_CHOICES)}, got '{self.termination}'")
+        if self.uncertainty_members not in MEMBER_CHOICES:
+            raise ConfigError(f"dynamics.uncertainty_members must be one of {', '.join(MEMBER_CHOICES)}, got '{self.uncertainty_members}'")
+        if not 0.0 < self.holdout_ratio < 1.0 or self.max_holdout < 1 or self.holdout_segment < 1:
+            raise ConfigError("dynamics holdout: need 0 < holdout_ratio < 1, max_holdout >= 1 and holdout_segment >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+
+def dynamics_config_values(dataset_id: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``configs/dynamics.yaml`` defaults, then its matching ``datasets:`` overrides, then ``overrides``."""
+    content = read_yaml(configs_dir() / "dynamics.yaml")
+    values = {key: value for key, value in content.items() if key != "datasets"}
+    for pattern, dataset_overrides in (content.get("datasets") or {}).items():
+        if dataset_id is not None and fnmatch.fnmatch(dataset_id, pattern):
+            values = merge(values, dataset_overrides or {})
+    return merge(values, overrides or {})
+
+
+def make_dynamics_config(config: DynamicsConfig | dict[str, Any] | None, dataset_id: str | None = None) -> DynamicsConfig:
+    """A DynamicsConfig from an instance, a dict of overrides on the YAML defaults, or None (the defaults)."""
+    if isinstance(config, DynamicsConfig):
+        return config
+    return build_config(DynamicsConfig, dynamics_config_values(dataset_id, config), "dynamics")
