@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mbrl_core.atomic import save_json
-from mbrl_core.config import resolve_algo_config
+from mbrl_core.config import build_config, resolve_algo_config
 from mbrl_core.errors import ConfigError
 
 COMPARE_FILE = "compare.json"
@@ -121,7 +121,19 @@ def plan_runs(spec: CompareSpec) -> list[RunTask]:
     model_based = {algo: learner_entry(algo).model_based for algo in spec.algos}
     for dataset_id in spec.datasets:
         load_minari(dataset_id)
+        for algo in spec.algos:
+            check_config(algo, dataset_id, spec.overrides)
     return [RunTask(algo, dataset_id, seed, model_based[algo]) for dataset_id in spec.datasets for algo in spec.algos for seed in spec.seeds]
+
+
+def check_config(algo: str, dataset_id: str, overrides: dict[str, Any]) -> None:
+    """Refuse a missing config file or a mistyped override once, instead of in every run."""
+    from mbrl_core.runs import learner_entry
+    from mbrl_core.trainer import TrainerConfig
+
+    config = resolve_algo_config(algo, dataset_id, overrides)
+    build_config(learner_entry(algo).config_cls, config.get("learner"), f"{algo}.learner")
+    build_config(TrainerConfig, config.get("trainer"), f"{algo}.trainer")
 
 
 def plan_dynamics(spec: CompareSpec, tasks: Sequence[RunTask]) -> dict[str, list[DynamicsTask]]:

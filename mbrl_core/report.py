@@ -161,7 +161,8 @@ def dynamics_costs(evaluations: Iterable[dict[str, Any]], store: str | None) -> 
     costs = {}
     for key, fallback in recorded.items():
         service = load_dynamics(key, store)
-        metrics = dict(service.metrics) if service is not None else None
+        # Training facts live in .metrics, holdout error and calibration (elite means) in .quality.
+        metrics = {**service.metrics, **service.quality.get("elite_mean", {})} if service is not None else None
         seconds = float(metrics["train_seconds"]) if metrics and "train_seconds" in metrics else fallback
         costs[key] = (seconds, metrics)
     return costs
@@ -320,7 +321,7 @@ def family_table(data: ReportData) -> Table:
         gap = f"{model_based.final_mean - model_free.final_mean:+.1f}" if model_based and model_free else "n/a"
         rows.append((dataset_id, describe(model_based), describe(model_free), gap, verdict(model_based, model_free)))
     headers = ("dataset", "best model-based (final mean)", "best model-free (final mean)", "gap (MB - MF)", "verdict")
-    return Table("Model-based vs model-free", headers, tuple(rows))
+    return Table("Model-based vs model-free (final scores)", headers, tuple(rows))
 
 
 def verdict(model_based: CellSummary | None, model_free: CellSummary | None) -> str:
@@ -338,21 +339,37 @@ def aggregate_table(data: ReportData) -> Table:
     return Table("Across datasets (normalized final scores, bootstrap stratified by dataset)", ("learner", "runs", "IQM [95% CI]"), rows)
 
 
+# (column header, metric name in the artifact): a calibrated Gaussian puts 68.3% / 95.4% of targets within 1 / 2 sigma.
+DYNAMICS_COLUMNS = (
+    ("holdout MSE", "holdout_mse"),
+    ("holdout NLL", "holdout_nll"),
+    ("within 1σ (ideal 0.683)", "within_1_sigma"),
+    ("within 2σ (ideal 0.954)", "within_2_sigma"),
+    ("open-loop MSE h=10", "open_loop_mse_h10"),
+    ("epochs", "epochs"),
+)
+
+
 def dynamics_table(data: ReportData) -> Table:
     rows = []
     for summary in data.dynamics:
-        metrics = "artifact unavailable" if summary.metrics is None else ", ".join(f"{name} = {format_metric(value)}" for name, value in scalar_metrics(summary.metrics))
-        rows.append((summary.key, ", ".join(summary.dataset_ids), str(summary.runs), fmt(summary.train_seconds, 0), metrics))
-    return Table("Dynamics models", ("key", "dataset", "runs using it", "training s", "holdout metrics"), tuple(rows))
+        metrics = summary.metrics or {}
+        values = tuple(format_metric(metrics.get(name)) for _, name in DYNAMICS_COLUMNS)
+        rows.append((summary.key, ", ".join(summary.dataset_ids), str(summary.runs), fmt(summary.train_seconds, 0), *values))
+    headers = ("key", "dataset", "runs using it", "training s", *(header for header, _ in DYNAMICS_COLUMNS))
+    return Table("Dynamics models (holdout metrics: mean over elites)", headers, tuple(rows))
 
 
-def scalar_metrics(metrics: dict[str, Any]) -> list[tuple[str, float]]:
-    """The artifact's numeric metrics (holdout error, calibration...), training time excluded (it has its own column)."""
-    return sorted((name, float(value)) for name, value in metrics.items() if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "train_seconds")
+def format_metric(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
 
 
-def format_metric(value: float) -> str:
-    return f"{value:.4g}"
+def dynamics_notes(data: ReportData) -> list[str]:
+    return [
+        f"Dynamics model {summary.key} could not be loaded from the store: its metrics are not shown and its training time is the one runs recorded."
+        for summary in data.dynamics
+        if summary.metrics is None
+    ]
 
 
 def markdown_table(table: Table) -> str:
@@ -362,12 +379,10 @@ def markdown_table(table: Table) -> str:
     return "\n".join([line(table.headers), "|" + "|".join("-" * (width + 2) for width in widths) + "|", *(line(row) for row in table.rows)])
 
 
-def html_table(table: Table, heading: str) -> str:
-    """The table, under its own title when that says more than the section heading."""
-    title = "" if table.title == heading else f"<h3>{html.escape(table.title)}</h3>\n"
+def html_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
-    return f"{title}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def terminal_summary(data: ReportData) -> str:
@@ -449,26 +464,30 @@ def header_lines(data: ReportData) -> list[str]:
     return lines
 
 
-def sections(data: ReportData) -> list[tuple[str, list[Table], str | None]]:
-    """(heading, tables, dataset whose plot follows) in document order."""
-    result: list[tuple[str, list[Table], str | None]] = [("Model-based vs model-free", [family_table(data)], None)]
-    for dataset_id in data.datasets:
-        table = results_table(data, dataset_id)
-        result.append((table.title, [table], dataset_id))
+@dataclass(frozen=True)
+class Section:
+    table: Table
+    notes: tuple[str, ...] = ()
+    plot_of: str | None = None  # the dataset whose figure follows the table
+
+
+def sections(data: ReportData) -> list[Section]:
+    """The report's sections in document order; each is headed by its table's title."""
+    result = [Section(family_table(data))]
+    result += [Section(results_table(data, dataset_id), plot_of=dataset_id) for dataset_id in data.datasets]
     if data.aggregate:
-        result.append(("Across datasets", [aggregate_table(data)], None))
+        result.append(Section(aggregate_table(data)))
     if data.dynamics:
-        result.append(("Dynamics models", [dynamics_table(data)], None))
+        result.append(Section(dynamics_table(data), notes=tuple(dynamics_notes(data))))
     return result
 
 
 def render_markdown(data: ReportData) -> str:
     parts = [f"# Offline RL comparison: {data.title}", *header_lines(data)]
-    for heading, tables, dataset_id in sections(data):
-        parts.append(f"## {heading}")
-        parts += [markdown_table(table) for table in tables]
-        if dataset_id is not None:
-            parts.append(f"![{dataset_id}]({PLOTS_DIR}/{plot_file_name(dataset_id)})")
+    for section in sections(data):
+        parts += [f"## {section.table.title}", markdown_table(section.table), *section.notes]
+        if section.plot_of is not None:
+            parts.append(f"![{section.plot_of}]({PLOTS_DIR}/{plot_file_name(section.plot_of)})")
     return "\n\n".join(parts) + "\n"
 
 
@@ -488,12 +507,12 @@ def render_html(data: ReportData, plots: dict[str, Path]) -> str:
     title = html.escape(f"Offline RL comparison: {data.title}")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style></head><body>", f"<h1>{title}</h1>"]
     parts += [f"<p class='note'>{html.escape(line)}</p>" for line in header_lines(data)]
-    for heading, tables, dataset_id in sections(data):
-        parts.append(f"<h2>{html.escape(heading)}</h2>")
-        parts += [html_table(table, heading) for table in tables]
-        if dataset_id is not None:
-            encoded = base64.b64encode(plots[dataset_id].read_bytes()).decode("ascii")
-            parts.append(f"<img alt='{html.escape(dataset_id)} learning curves and final scores' src='data:image/png;base64,{encoded}'>")
+    for section in sections(data):
+        parts += [f"<h2>{html.escape(section.table.title)}</h2>", html_table(section.table)]
+        parts += [f"<p class='note'>{html.escape(note)}</p>" for note in section.notes]
+        if section.plot_of is not None:
+            encoded = base64.b64encode(plots[section.plot_of].read_bytes()).decode("ascii")
+            parts.append(f"<img alt='{html.escape(section.plot_of)}: learning curves and final scores' src='data:image/png;base64,{encoded}'>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
