@@ -40,6 +40,7 @@ class CQLConfig(SACConfig):
     critic_lr: float = 3e-4  # qf_lr
     alpha_lr: float = 3e-5  # CORL's entropy optimizer uses policy_lr
     backup_entropy: bool = False
+    normalize_observations: bool = True  # CORL normalize: true
     cql_alpha: float = 10.0
     n_actions: int = 10
     temperature: float = 1.0

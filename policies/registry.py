@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from mbrl_core.errors import ConfigError
 from policies.awac import AWAC, AWACConfig
 from policies.bc import BC, BCConfig
+from policies.combo import COMBO, COMBOConfig
 from policies.cql import CQL, CQLConfig
 from policies.iql import IQL, IQLConfig
+from policies.mopo import MOPO, MOPOConfig
+from policies.morel import MOReL, MOReLConfig
 from policies.sac import SAC, SACConfig
 from policies.td3bc import TD3BC, TD3BCConfig
 
@@ -27,6 +30,9 @@ LEARNERS: dict[str, LearnerEntry] = {
     "awac": LearnerEntry(AWAC, AWACConfig, model_based=False),
     "cql": LearnerEntry(CQL, CQLConfig, model_based=False),
     "sac": LearnerEntry(SAC, SACConfig, model_based=False),
+    "mopo": LearnerEntry(MOPO, MOPOConfig, model_based=True),
+    "morel": LearnerEntry(MOReL, MOReLConfig, model_based=True),
+    "combo": LearnerEntry(COMBO, COMBOConfig, model_based=True),
 }
 
 

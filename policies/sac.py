@@ -41,7 +41,7 @@ class SACConfig:
     # None means the SAC paper's heuristic -act_dim (MOPO sets -3 for 3-D actions: the same value).
     target_entropy: float | None = None
     backup_entropy: bool = True
-    normalize_observations: bool = True
+    normalize_observations: bool = False  # SAC and MOPO's SAC feed raw states
 
     def __post_init__(self) -> None:
         self.hidden_sizes = tuple(int(width) for width in self.hidden_sizes)
