@@ -1,0 +1,144 @@
+"""Everything a model-based run needs besides its learner: the dynamics model, rollouts, store and sampler.
+
+The lead's ``train_run`` calls :func:`prepare_model_based_run` by import string.
+The dynamics model comes from the artifact store (trained there first if it is
+missing); rollouts go to ``<run>/rollouts.zarr``.
+
+``--rollouts <store>`` replays an earlier store: refresh ``g`` of this run
+loads generation ``g`` of that store into the buffer instead of generating
+(the penalty is applied at sampling, so a stored set of rollouts serves a new
+λ, threshold or κ without a single model call); once the store runs out, the
+run generates fresh rollouts under its own policy and writes them to its own
+store. The replayed store must come from the same dataset and dynamics model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dynamics.rollouts import Halting, RolloutConfig, RolloutGenerator
+from dynamics.service import DynamicsService
+from dynamics.uncertainty import FEATURE_NAMES
+from mbrl_core.config import build_config
+from mbrl_core.data import TransitionData
+from mbrl_core.errors import ArtifactError
+from mbrl_core.model_buffer import MixedSampler, ModelBuffer
+from mbrl_core.rollout_store import RolloutStore
+from mbrl_core.sampler import RealSampler, Sampler
+
+ROLLOUTS_FOLDER = "rollouts.zarr"
+
+
+@dataclass
+class ModelBasedSetup:
+    sampler: Sampler
+    context_extras: dict[str, Any]
+    dynamics_info: dict[str, Any]
+
+
+def prepare_model_based_run(
+    algo: str,
+    data: TransitionData,
+    config: dict[str, Any],
+    run_dir: Path,
+    device: torch.device,
+    seed: int,
+    rollouts_path: str | None = None,
+    dynamics_store: str | None = None,
+    retrain_dynamics: bool = False,
+) -> ModelBasedSetup:
+    """Load (or train) the dynamics model and build the mixed sampler for ``algo``'s resolved ``config``."""
+    from mbrl_core.runs import learner_entry
+
+    rollouts = build_config(RolloutConfig, config.get("rollouts"), f"{algo}.rollouts")
+    learner_config = build_config(learner_entry(algo).config_cls, config.get("learner"), f"{algo}.learner")
+    service = DynamicsService.fit(data, config.get("dynamics") or None, store=dynamics_store, retrain=retrain_dynamics).to(device)
+    service.check_compatible(data)
+    halting = halting_rule(learner_config, service)
+    provenance = {
+        "algo": algo,
+        "dataset_id": data.info.dataset_id,
+        "dataset_fingerprint": data.fingerprint,
+        "dynamics_key": service.key,
+        "horizon": rollouts.horizon,
+        "batch_size": rollouts.batch_size,
+        "refresh_every": rollouts.refresh_every,
+        "seed": seed,
+        "halt_threshold": None if halting is None else halting.threshold,
+    }
+    store = run_store(Path(run_dir) / ROLLOUTS_FOLDER, data, rollouts, provenance)
+    replay = open_replay(rollouts_path, data, service) if rollouts_path else None
+    sampler = MixedSampler(
+        RealSampler(data, batch_size=int(config["trainer"]["batch_size"]), seed=seed),
+        ModelBuffer(rollouts.retain_generations * rollouts.batch_size * rollouts.horizon, rollouts.retain_generations, device),
+        RolloutGenerator(service, data.observations, rollouts.horizon, rollouts.batch_size, seed=seed, halting=halting),
+        batch_size=int(config["trainer"]["batch_size"]),
+        real_fraction=rollouts.real_fraction,
+        refresh_every=rollouts.refresh_every,
+        seed=seed,
+        store=store,
+        replay=replay,
+    )
+    extras = {"disagreement_max": float(service.disagreement_stats["max"]), "dynamics_key": service.key}
+    # pretrain_seconds: what training this model cost, whether this run paid it (reused False) or an earlier one did.
+    info = {"key": service.key, "reused": bool(service.was_cached), "pretrain_seconds": float(service.metrics["train_seconds"])}
+    return ModelBasedSetup(sampler=sampler, context_extras=extras, dynamics_info=info)
+
+
+def halting_rule(learner_config: Any, service: DynamicsService) -> Halting | None:
+    """MOReL-style halting for learners whose config defines ``halt_threshold(disagreement_max)``."""
+    if not hasattr(learner_config, "halt_threshold"):
+        return None
+    stats = service.disagreement_stats
+    if learner_config.uncertainty_feature != stats["feature"]:
+        raise ArtifactError(
+            f"the halting feature '{learner_config.uncertainty_feature}' differs from the dataset statistic "
+            f"'{stats['feature']}' stored with dynamics model {service.key}"
+        )
+    return Halting(learner_config.uncertainty_feature, learner_config.halt_threshold(float(stats["max"])))
+
+
+def run_store(url: Path, data: TransitionData, rollouts: RolloutConfig, provenance: dict[str, Any]) -> RolloutStore:
+    """The run's own store: reopened on resume (the sampler cuts it back to the checkpoint), else created."""
+    if RolloutStore.exists(url):
+        store = RolloutStore.open(url, mode="a")
+        check_store_matches(store, data, provenance["dynamics_key"])
+        return store
+    return RolloutStore.create(
+        url,
+        obs_dim=data.obs_dim,
+        act_dim=data.act_dim,
+        uncertainty_names=list(FEATURE_NAMES),
+        metadata=provenance,
+        chunk_rows=rollouts.chunk_rows,
+    )
+
+
+def open_replay(url: str, data: TransitionData, service: DynamicsService) -> RolloutStore:
+    store = RolloutStore.open(url, mode="r")
+    check_store_matches(store, data, service.key)
+    if not store.generations:
+        raise ArtifactError(f"rollout store {url} holds no committed generation to replay")
+    return store
+
+
+def check_store_matches(store: RolloutStore, data: TransitionData, dynamics_key: str) -> None:
+    """A store's rollouts are only valid for the dataset and dynamics model that produced them."""
+    meta = store.metadata
+    if meta.get("dataset_fingerprint") != data.fingerprint:
+        raise ArtifactError(
+            f"rollout store {store.url} was generated from dataset '{meta.get('dataset_id')}' (fingerprint "
+            f"{meta.get('dataset_fingerprint')}), not from '{data.info.dataset_id}' ({data.fingerprint})"
+        )
+    if meta.get("dynamics_key") != dynamics_key:
+        raise ArtifactError(
+            f"rollout store {store.url} was generated by dynamics model {meta.get('dynamics_key')}, this run uses "
+            f"{dynamics_key}; use the same dynamics config, or drop --rollouts"
+        )
+    missing = set(FEATURE_NAMES) - set(store.uncertainty_names)
+    if missing:
+        raise ArtifactError(f"rollout store {store.url} lacks uncertainty feature(s) {', '.join(sorted(missing))}")
