@@ -48,6 +48,10 @@ class DynamicsConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        try:  # YAML reads 1e-5 (no dot) as a string
+            self.weight_decays = [float(decay) for decay in self.weight_decays]
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"dynamics.weight_decays must be a list of numbers, got {self.weight_decays!r}") from error
         if len(self.weight_decays) != self.hidden_layers + 1:
             raise ConfigError(
                 f"dynamics.weight_decays has {len(self.weight_decays)} values but {self.hidden_layers} hidden layers need {self.hidden_layers + 1}"

@@ -22,6 +22,7 @@ from dynamics.ensemble import GaussianEnsemble, member_mse
 from dynamics.lightning_module import TrainingSplit, model_inputs
 
 HORIZONS = (1, 5, 10)
+COLUMNS = ("holdout_mse", "holdout_nll", "within_1_sigma", "within_2_sigma") + tuple(f"open_loop_mse_h{h}" for h in HORIZONS)
 
 
 @torch.no_grad()
@@ -66,7 +67,7 @@ def _open_loop_mse(ensemble: GaussianEnsemble, split: TrainingSplit, horizon: in
 
 def format_quality(quality: dict[str, Any], elites: list[int]) -> str:
     """A per-member table (elites marked) plus the elite mean."""
-    columns = list(quality["per_member"])
+    columns = [name for name in COLUMNS if name in quality["per_member"]]
     header = ["member"] + columns
     rows = []
     for member in range(len(quality["per_member"][columns[0]])):

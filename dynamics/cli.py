@@ -1,0 +1,156 @@
+"""`mbrl dynamics`: train, list and show stored dynamics models.
+
+    mbrl dynamics train --dataset <minari-id>   # trains, or says it is already trained and prints its key
+    mbrl dynamics list                           # every stored model
+    mbrl dynamics show <key>                     # metrics, config, calibration, a plot of holdout error per member
+
+More subcommands plug in through ``EXTRA_SUBCOMMANDS``: a module path defining
+``HELP``, ``add_arguments(parser)`` and ``run(args) -> int`` (the CLI
+convention); a module that is not installed is not offered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+HELP = "train, list and show pretrained dynamics ensembles (trained once per dataset, reused by MOPO/MOReL/COMBO)"
+EXTRA_SUBCOMMANDS = {"serve": "dynamics.server"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    subparsers = parser.add_subparsers(dest="dynamics_command", metavar="SUBCOMMAND")
+    train = subparsers.add_parser("train", help="train the ensemble of a dataset (or report the stored one)")
+    train.add_argument("--dataset", required=True, help="Minari dataset id (local under MINARI_DATASETS_PATH, else downloaded)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override configs/dynamics.yaml, e.g. patience=10 or ensemble_size=5; repeatable")
+    train.add_argument("--retrain", action="store_true", help="train again even if this dataset and config are stored")
+    train.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
+    train.add_argument("--devices", default="auto", help="Lightning devices: auto, 1, 4, '0,1', ...")
+    train.add_argument("--strategy", default="auto", help="Lightning strategy: auto, ddp, ...")
+    train.add_argument("--num-nodes", type=int, default=1, help="machines for multi-node (DDP) training")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(dynamics_handler=run_train)
+    listing = subparsers.add_parser("list", help="every stored model: dataset, key, date, holdout scores, elites")
+    listing.set_defaults(dynamics_handler=run_list)
+    show = subparsers.add_parser("show", help="a model's metrics, config, calibration and a plot of holdout error per member")
+    show.add_argument("key", help="model key (or a unique prefix of one)")
+    show.add_argument("--plot", default=None, help="where to write the PNG (default: holdout_error.png in the model's folder)")
+    show.set_defaults(dynamics_handler=run_show)
+    for sub in (train, listing, show):
+        sub.add_argument("--store", default=None, help="artifact folder (default: MBRL_DYNAMICS_STORE, else ~/.cache/mbrl-offline-suite/dynamics)")
+    for name, module_path in EXTRA_SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_path)
+        except ModuleNotFoundError as error:
+            if error.name and module_path.startswith(error.name):
+                continue
+            raise
+        extra = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(extra)
+        extra.set_defaults(dynamics_handler=module.run)
+    parser.set_defaults(dynamics_parser=parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    handler = getattr(args, "dynamics_handler", None)
+    if handler is None:
+        args.dynamics_parser.print_help()
+        return 1
+    return int(handler(args) or 0)
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """``["patience=10"]`` -> ``{"patience": 10}`` (values parsed as YAML)."""
+    import yaml
+
+    from mbrl_core.errors import ConfigError
+
+    values = {}
+    for pair in pairs:
+        key, separator, raw = pair.partition("=")
+        if not separator or not key.strip():
+            raise ConfigError(f"--set '{pair}' must look like key=value (e.g. patience=10)")
+        values[key.strip().removeprefix("dynamics.")] = yaml.safe_load(raw) if raw.strip() else None
+    return values
+
+
+def _devices(value: str):
+    return int(value) if value.isdigit() else value
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from mbrl_core.data import load_dataset
+    from dynamics.service import DynamicsService
+
+    data = load_dataset(args.dataset)
+    service = DynamicsService.fit(
+        data,
+        parse_settings(args.overrides),
+        store=args.store,
+        retrain=args.retrain,
+        progress=not args.no_progress,
+        accelerator=args.accelerator,
+        devices=_devices(args.devices),
+        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+    )
+    metrics = service.metrics
+    if service.was_cached:
+        print(f"already trained: {service.key} ({service.path}); use --retrain to train again")
+    else:
+        print(f"trained: {service.key} in {metrics['train_seconds']:.1f}s, {metrics['epochs']} epochs ({service.path})")
+    print(f"holdout MSE (elites) {metrics['holdout_mse_elites']:.4g}, NLL {metrics['holdout_nll_elites']:.4g}, elites {service.elites}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from mbrl_core.errors import ArtifactError
+    from dynamics.artifacts import ArtifactStore
+
+    store = ArtifactStore(args.store)
+    rows = [("key", "dataset", "created", "holdout_mse", "holdout_nll", "epochs", "elites")]
+    for key in store.keys():
+        try:
+            meta = store.read_meta(key)
+        except ArtifactError:
+            rows.append((key, "(corrupted)", "", "", "", "", ""))
+            continue
+        metrics = meta["metrics"]
+        rows.append((key, meta["dataset"]["id"], meta["created"], f"{metrics['holdout_mse_elites']:.4g}",
+                     f"{metrics['holdout_nll_elites']:.4g}", str(metrics["epochs"]), ",".join(map(str, meta["elites"]))))
+    if len(rows) == 1:
+        print(f"no dynamics models in {store.root} (train one with `mbrl dynamics train --dataset <id>`)")
+        return 0
+    print(_table(rows))
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    import json
+
+    from dynamics.artifacts import ArtifactStore
+    from dynamics.quality import format_quality, plot_holdout_error
+    from dynamics.termination import TerminationRule
+
+    store = ArtifactStore(args.store)
+    key = store.resolve(args.key)
+    meta = store.read_meta(key)
+    metrics, stats = meta["metrics"], meta["disagreement_stats"]
+    print(f"model {key}  ({store.path(key)})")
+    print(f"dataset {meta['dataset']['id']} (env {meta['dataset']['env_id']}, {meta['dataset']['transitions']} transitions, fingerprint {meta['dataset']['fingerprint']})")
+    print(f"created {meta['created']}; trained {metrics['train_seconds']:.1f}s, {metrics['epochs']} epochs, stopped early: {metrics['stopped_early']}")
+    print(f"termination: {TerminationRule.from_dict(meta['termination']).describe()}; elites {meta['elites']}")
+    print(f"dataset disagreement ({stats['feature']}): max {stats['max']:.4g}, p99 {stats['p99']:.4g}, mean {stats['mean']:.4g}")
+    print("\nquality on the holdout split:")
+    print(format_quality(meta["quality"], meta["elites"]))
+    print("\nconfig: " + json.dumps(meta["config"], sort_keys=True))
+    print("libraries: " + ", ".join(f"{name} {version}" for name, version in sorted(meta["library_versions"].items())))
+    plot = plot_holdout_error(meta["quality"], meta["elites"], args.plot or store.path(key) / "holdout_error.png", f"{key} on {meta['dataset']['id']}")
+    print(f"\nplot: {plot}")
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
