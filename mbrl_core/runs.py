@@ -195,6 +195,7 @@ def make_loggers(run_dir: Path, resuming: bool) -> list:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         csv_logger = CSVLogger(root_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=1)
+        csv_logger.experiment  # created now, inside the warning filter (it warns about the non-empty run folder)
         for row in earlier:
             step = int(float(row.pop("step")))
             csv_logger.log_metrics({k: float(v) for k, v in row.items() if v not in ("", None)}, step=step)

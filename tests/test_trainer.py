@@ -72,7 +72,7 @@ def test_train_run_writes_a_complete_run_folder(small_dataset_id, tmp_path):
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     with open(run_dir / "metrics.csv") as stream:
         rows = list(csv.DictReader(stream))
-    assert [int(r["step"]) for r in rows if r.get("train/loss")] == [10, 20, 30, 40]
+    assert [int(r["step"]) for r in rows if r.get("train/actor_loss")] == [10, 20, 30, 40]
     assert [int(r["step"]) for r in rows if r.get("eval/return_mean")] == [20, 40]
     record = read_eval(run_dir)
     assert record["finished"] and record["steps"] == STEPS and record["seed"] == 1 and record["model_based"] is False
