@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -23,8 +24,6 @@ def adam(module: nn.Module | list[nn.Parameter], lr: float) -> torch.optim.Adam:
 
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A target network: same weights, no gradients."""
-    import copy
-
     return copy.deepcopy(module).requires_grad_(False)
 
 
@@ -104,7 +103,9 @@ class LearnerBase:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.nets.load_state_dict(state["nets"])
         for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
+            # Optimizer.load_state_dict keeps tensors that already match device and dtype, so an
+            # in-memory state would share Adam moments with its source: copy them.
+            optimizer.load_state_dict(copy.deepcopy(state["optimizers"][name]))
         for name, scheduler in self.schedulers.items():
             scheduler.load_state_dict(state["schedulers"][name])
         self.updates = int(state["updates"])
