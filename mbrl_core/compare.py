@@ -243,9 +243,8 @@ def run_compare(
     tasks = plan_runs(spec)
     folder = prepare_folder(spec, runs_dir, dynamics_store)
     outcome = CompareOutcome(folder)
-    todo = []
-    for task in tasks:
-        (outcome.skipped if is_finished(folder / RUNS_SUBDIR / task.name) else todo).append(task)
+    todo = [task for task in tasks if not is_finished(folder / RUNS_SUBDIR / task.name)]
+    outcome.skipped = [task.name for task in tasks if task not in todo]
     if outcome.skipped:
         log(f"{len(outcome.skipped)} of {len(tasks)} runs already finished in {folder}: skipped")
     executor = make_executor(workers)
@@ -262,6 +261,7 @@ class GridSchedule:
 
     Dynamics models go first (they start at once), then model-free runs; a
     dataset's model-based runs are released when all its dynamics models exist.
+    A task that is already done when submitted (``workers=1``) is recorded at once.
     """
 
     executor: Executor
@@ -273,33 +273,45 @@ class GridSchedule:
     log: Callable[[str], None]
     total: int
     pending: dict[Future, RunTask | DynamicsTask] = field(default_factory=dict)
+    waiting: dict[str, list[RunTask]] = field(default_factory=dict)  # dataset id -> model-based runs not yet released
+    models_left: dict[str, int] = field(default_factory=dict)  # dataset id -> dynamics models still training
 
     def run(self, todo: Sequence[RunTask]) -> None:
         dynamics_plan = plan_dynamics(self.spec, todo)
-        waiting = {dataset_id: len(models) for dataset_id, models in dynamics_plan.items()}
+        self.models_left = {dataset_id: len(models) for dataset_id, models in dynamics_plan.items()}
+        self.waiting = {dataset_id: [task for task in todo if task.model_based and task.dataset_id == dataset_id] for dataset_id in dynamics_plan}
         for model in (model for models in dynamics_plan.values() for model in models):
-            self.pending[self.executor.submit(pretrain_task, model, self.device, self.dynamics_store, self.progress)] = model
+            self.submit(model, pretrain_task, model, self.device, self.dynamics_store, self.progress)
         for task in todo:
             if not task.model_based:
                 self.submit_run(task)
         while self.pending:
             done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                task = self.pending.pop(future)
-                if isinstance(task, RunTask):
-                    self.finish_run(future, task)
-                    continue
-                dynamics_failure = self.finish_dynamics(future, task)
-                waiting[task.dataset_id] -= 1
-                for run in (run for run in todo if run.model_based and run.dataset_id == task.dataset_id):
-                    if dynamics_failure:
-                        self.outcome.failed[run.name] = f"its dynamics model failed ({dynamics_failure})"
-                    elif waiting[task.dataset_id] == 0 and run.name not in self.outcome.failed:
-                        self.submit_run(run)
+            for future in [future for future in self.pending if future in done]:  # in submission order
+                self.complete(future)
+
+    def submit(self, task: RunTask | DynamicsTask, fn: Callable, *arguments) -> None:
+        future = self.executor.submit(fn, *arguments)
+        self.pending[future] = task
+        if future.done():
+            self.complete(future)
 
     def submit_run(self, task: RunTask) -> None:
-        arguments = (task, self.spec.steps, self.spec.overrides, str(self.outcome.folder), self.device, self.dynamics_store, self.progress)
-        self.pending[self.executor.submit(train_task, *arguments)] = task
+        self.submit(task, train_task, task, self.spec.steps, self.spec.overrides, str(self.outcome.folder), self.device, self.dynamics_store, self.progress)
+
+    def complete(self, future: Future) -> None:
+        task = self.pending.pop(future)
+        if isinstance(task, RunTask):
+            self.finish_run(future, task)
+            return
+        failure = self.finish_dynamics(future, task)
+        self.models_left[task.dataset_id] -= 1
+        if failure:
+            for run in self.waiting.pop(task.dataset_id, []):
+                self.outcome.failed[run.name] = f"its dynamics model failed ({failure})"
+        elif self.models_left[task.dataset_id] == 0:
+            for run in self.waiting.pop(task.dataset_id, []):
+                self.submit_run(run)
 
     def finish_dynamics(self, future: Future, task: DynamicsTask) -> str | None:
         """Record a pretrained dynamics model; returns the error text if it failed."""

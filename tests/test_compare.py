@@ -1,0 +1,148 @@
+"""The grid runner end to end on a tiny grid (real runs through train_run): the report's numbers come
+from the runs' eval files, the dynamics model is trained once per dataset, and compares resume."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_core.compare import RUNS_SUBDIR, CompareSpec, make_executor, report_compare, run_compare, threads_per_worker
+from mbrl_core.errors import ConfigError
+from mbrl_core.runs import read_eval
+
+STEPS = 50
+# Small networks, rollouts and dynamics model so a run takes seconds; every learner shares these overrides.
+SMALL = {
+    "learner": {"hidden_sizes": [32, 32]},
+    "trainer": {"eval_every": 25, "eval_episodes": 2, "log_every": 25, "checkpoint_every": 25},
+    "rollouts": {"batch_size": 200, "refresh_every": 25, "horizon": 2},
+    "dynamics": {"ensemble_size": 3, "elites": 2, "hidden_dim": 32, "hidden_layers": 2, "weight_decays": [1e-5, 1e-5, 1e-5], "max_epochs": 3, "patience": 2},
+}
+
+
+def spec_for(dataset_id: str, name: str, algos=("mopo", "bc"), seeds=(0, 1)) -> CompareSpec:
+    return CompareSpec(name=name, datasets=(dataset_id,), algos=algos, seeds=seeds, steps=STEPS, overrides=SMALL)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("dynamics-store"))
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, small_dataset_id, store):
+    """mopo and bc x 1 dataset x 2 seeds, trained once for the module."""
+    runs_dir = tmp_path_factory.mktemp("runs")
+    lines: list[str] = []
+    outcome = run_compare(spec_for(small_dataset_id, "tiny"), runs_dir=runs_dir, dynamics_store=store, log=lines.append)
+    return outcome, lines
+
+
+def run_dirs(outcome, algo: str):
+    return sorted((outcome.folder / RUNS_SUBDIR).glob(f"{algo}-*"))
+
+
+def test_grid_trains_every_run(grid):
+    outcome, _ = grid
+    assert not outcome.failed
+    assert sorted(outcome.trained) == sorted(f"{algo}-test_invertedpendulum_noisy-v0-s{seed}" for algo in ("mopo", "bc") for seed in (0, 1))
+    for run_dir in run_dirs(outcome, "*"):
+        assert read_eval(run_dir)["steps"] == STEPS
+
+
+def test_report_numbers_equal_the_runs_eval_files(grid, store):
+    from dynamics.service import DynamicsService
+
+    outcome, _ = grid
+    data, paths = report_compare(outcome.folder)
+    markdown = paths.markdown.read_text()
+    for cell in data.cells:
+        evaluations = [read_eval(run_dir) for run_dir in run_dirs(outcome, cell.algo)]
+        finals = [e["final"]["normalized_score"] for e in evaluations]
+        bests = [e["best"]["normalized_score"] for e in evaluations]
+        assert cell.final_mean == pytest.approx(np.mean(finals))
+        assert cell.final_std == pytest.approx(np.std(finals, ddof=1))
+        assert cell.best_mean == pytest.approx(np.mean(bests))
+        assert f"{np.mean(finals):.1f} ± {np.std(finals, ddof=1):.1f}" in markdown
+        dynamics_seconds = 0.0
+        if cell.model_based:
+            dynamics_seconds = DynamicsService.load(evaluations[0]["dynamics"]["key"], store=store).metrics["train_seconds"]
+        assert cell.wall_seconds == pytest.approx(np.mean([e["train_seconds"] + dynamics_seconds for e in evaluations]))
+    assert data.dynamics[0].metrics["within_1_sigma"] is not None and "holdout MSE" in markdown
+    assert paths.html.exists() and all(plot.exists() for plot in paths.plots)
+
+
+def test_dynamics_model_is_trained_once_per_dataset(grid, small_dataset_id, store, tmp_path):
+    from dynamics.artifacts import ArtifactStore
+
+    outcome, lines = grid
+    trained = outcome.dynamics[small_dataset_id]
+    assert trained["was_cached"] is False
+    assert sum("dynamics for" in line for line in lines) == 1
+    for run_dir in run_dirs(outcome, "mopo"):
+        assert read_eval(run_dir)["dynamics"]["key"] == trained["key"]
+        assert read_eval(run_dir)["dynamics"]["reused"] is True  # pretrained before the run started
+    # Another compare on the same data (two worker processes this time) finds the model in the store.
+    other = run_compare(spec_for(small_dataset_id, "again", seeds=(0,)), runs_dir=tmp_path, workers=2, dynamics_store=store, log=lambda line: None)
+    assert not other.failed and other.dynamics[small_dataset_id] == {**trained, "was_cached": True}
+    assert ArtifactStore(store).keys() == [trained["key"]]
+
+
+def test_compare_resumes_without_redoing_finished_runs(grid, small_dataset_id, store, tmp_path):
+    outcome, _ = grid
+    runs_dir = tmp_path / "copy"
+    folder = runs_dir / outcome.folder.name
+    shutil.copytree(outcome.folder, folder)
+    runs = folder / RUNS_SUBDIR
+    stamps = {path.parent.name: path.stat().st_mtime_ns for path in runs.glob("*/eval.json")}
+    interrupted = "bc-test_invertedpendulum_noisy-v0-s1"  # stopped after its last checkpoint
+    history = read_eval(runs / interrupted)["history"]
+    (runs / interrupted / "eval.json").unlink()
+    never_started = "mopo-test_invertedpendulum_noisy-v0-s1"
+    shutil.rmtree(runs / never_started)
+
+    again = run_compare(spec_for(small_dataset_id, "tiny"), runs_dir=runs_dir, dynamics_store=store, log=lambda line: None)
+    assert sorted(again.trained) == sorted([interrupted, never_started])
+    assert len(again.skipped) == 2 and not again.failed
+    for name in again.skipped:
+        assert (runs / name / "eval.json").stat().st_mtime_ns == stamps[name]
+    assert read_eval(runs / interrupted)["history"] == history  # resumed at its checkpoint, not retrained
+
+
+def test_interrupted_grid_continues_where_it_stopped(small_dataset_id, store, tmp_path):
+    spec = spec_for(small_dataset_id, "stop", algos=("bc",))
+
+    def stop_after_first_run(line: str) -> None:
+        if line.startswith("[1/2]"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(spec, runs_dir=tmp_path, dynamics_store=store, log=stop_after_first_run)
+    again = run_compare(spec, runs_dir=tmp_path, dynamics_store=store, log=lambda line: None)
+    assert again.skipped == ["bc-test_invertedpendulum_noisy-v0-s0"]
+    assert again.trained == ["bc-test_invertedpendulum_noisy-v0-s1"]
+
+
+def test_a_compare_folder_keeps_its_budget(grid, small_dataset_id, store):
+    outcome, _ = grid
+    runs_dir = outcome.folder.parent
+    changed = CompareSpec(name="tiny", datasets=(small_dataset_id,), algos=("bc",), seeds=(0,), steps=2 * STEPS, overrides=SMALL)
+    with pytest.raises(ConfigError, match="steps"):
+        run_compare(changed, runs_dir=runs_dir, dynamics_store=store)
+
+
+def test_unknown_algorithm_is_refused_before_training(small_dataset_id, tmp_path):
+    with pytest.raises(ConfigError, match="nope"):
+        run_compare(spec_for(small_dataset_id, "bad", algos=("bc", "nope")), runs_dir=tmp_path)
+    assert not (tmp_path / "compare-bad").exists()
+
+
+def test_workers_share_the_cores():
+    executor = make_executor(2)
+    try:
+        assert executor.submit(torch.get_num_threads).result() == threads_per_worker(2)
+    finally:
+        executor.shutdown()
