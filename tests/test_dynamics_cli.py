@@ -1,0 +1,64 @@
+"""`mbrl dynamics train/list/show` on the embedded InvertedPendulum dataset, and the learned terminal head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mbrl_core.cli import main
+
+TINY = ["ensemble_size=3", "elites=2", "hidden_dim=32", "hidden_layers=2", "weight_decays=[1.0e-5,1.0e-5,1.0e-5]", "max_epochs=3"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_store(monkeypatch, tmp_path):
+    monkeypatch.setenv("MBRL_DYNAMICS_STORE", str(tmp_path / "store"))
+
+
+def train(dataset_id: str, *extra: str) -> list[str]:
+    arguments = ["dynamics", "train", "--dataset", dataset_id, "--no-progress", "--accelerator", "cpu"]
+    for setting in TINY + list(extra):
+        arguments += ["--set", setting]
+    return arguments
+
+
+def test_train_then_reuse_list_and_show(small_dataset_id, capsys, tmp_path):
+    assert main(train(small_dataset_id)) == 0
+    trained = capsys.readouterr().out
+    assert trained.startswith("trained: ")
+    key = trained.split()[1]
+    assert main(train(small_dataset_id)) == 0
+    assert capsys.readouterr().out.startswith(f"already trained: {key}")
+    assert main(["dynamics", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert key in listing and small_dataset_id in listing and "holdout_mse" in listing
+    plot = tmp_path / "plot.png"
+    assert main(["dynamics", "show", key[:6], "--plot", str(plot)]) == 0
+    shown = capsys.readouterr().out
+    assert "InvertedPendulum-v5 healthy-state rule" in shown and "within_2_sigma" in shown and "open_loop_mse_h10" in shown
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_user_errors_are_one_line(capsys):
+    assert main(["dynamics", "show", "nosuchkey"]) == 2
+    assert capsys.readouterr().err.startswith("error: no dynamics model 'nosuchkey'")
+    assert main(["dynamics", "train", "--dataset", "x/y-v0", "--set", "patience"]) == 2
+
+
+@pytest.mark.slow
+def test_unknown_env_with_terminals_learns_a_terminal_head(tmp_path):
+    from test_dynamics_service import linear_system_data
+
+    from dynamics.service import DynamicsService
+
+    data = linear_system_data(transitions=3000)
+    data.terminals = (data.next_observations[:, 0] > 1.0).float()  # a state-dependent termination
+    config = {"ensemble_size": 3, "elites": 2, "hidden_dim": 64, "hidden_layers": 2, "weight_decays": [1e-5] * 3,
+              "learning_rate": 3e-3, "max_epochs": 40}
+    with pytest.warns(UserWarning, match="learning a terminal head"):
+        service = DynamicsService.fit(data, config, store=tmp_path, progress=False)
+    assert service.termination.kind == "learned"
+    prediction = service.predict(data.observations, data.actions)
+    assert (prediction.terminals == data.terminals).float().mean() > 0.95
+    step = service.step(data.observations, data.actions, torch.Generator().manual_seed(0))
+    assert (step.terminals == data.terminals).float().mean() > 0.9
