@@ -19,7 +19,7 @@ import torch
 
 from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
-from policies.base import LearnerBase, adam, advantage_weights, frozen_copy, soft_update, step, td_target
+from policies.base import LearnerBase, adam, advantage_weights, soft_update, step, td_target, with_target
 from policies.networks import CriticEnsemble, GaussianActor, gaussian_log_prob
 
 
@@ -46,14 +46,9 @@ class AWAC(LearnerBase):
     def __init__(self, config: AWACConfig, context: LearnerContext) -> None:
         super().__init__(config, context)
         hidden = config.hidden_sizes
-        critic = CriticEnsemble(context.obs_dim, context.act_dim, hidden, members=2)
-        self.nets.update(
-            {
-                "actor": GaussianActor(context.obs_dim, context.act_dim, hidden, tanh_mean=False, log_std_bounds=(config.log_std_min, config.log_std_max)),
-                "critic": critic,
-                "critic_target": frozen_copy(critic),
-            }
-        )
+        self.nets.update(with_target("critic", CriticEnsemble(context.obs_dim, context.act_dim, hidden, members=2)))
+        log_std_bounds = (config.log_std_min, config.log_std_max)
+        self.nets["actor"] = GaussianActor(context.obs_dim, context.act_dim, hidden, tanh_mean=False, log_std_bounds=log_std_bounds)
         self.finish_setup()
         self.optimizers = {"actor": adam(self.nets["actor"], config.actor_lr), "critic": adam(self.nets["critic"], config.critic_lr)}
 

@@ -22,9 +22,9 @@ def adam(module: nn.Module | list[nn.Parameter], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """A target network: same weights, no gradients."""
-    return copy.deepcopy(module).requires_grad_(False)
+def with_target(name: str, module: nn.Module) -> dict[str, nn.Module]:
+    """``{name: module, name_target: a frozen copy}``: a network and its Polyak-averaged target."""
+    return {name: module, f"{name}_target": copy.deepcopy(module).requires_grad_(False)}
 
 
 @torch.no_grad()
@@ -36,6 +36,11 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 def td_target(rewards: torch.Tensor, terminals: torch.Tensor, next_values: torch.Tensor, gamma: float) -> torch.Tensor:
     """y = r + γ (1 - terminal) V(s'). Only terminations stop bootstrapping; a timeout row bootstraps."""
     return rewards + gamma * (1.0 - terminals) * next_values
+
+
+def advantage_weights(advantages: torch.Tensor, inverse_temperature: float, max_weight: float) -> torch.Tensor:
+    """AWR-style weights exp(β A), clipped at ``max_weight`` (IQL: β = 3, AWAC: β = 1/λ; both clip at 100)."""
+    return torch.exp(inverse_temperature * advantages).clamp(max=max_weight)
 
 
 def step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
@@ -109,8 +114,3 @@ class LearnerBase:
         for name, scheduler in self.schedulers.items():
             scheduler.load_state_dict(state["schedulers"][name])
         self.updates = int(state["updates"])
-
-
-def advantage_weights(advantages: torch.Tensor, inverse_temperature: float, max_weight: float) -> torch.Tensor:
-    """AWR-style weights exp(β A), clipped at ``max_weight`` (IQL: β = 3, AWAC: β = 1/λ; both clip at 100)."""
-    return torch.exp(inverse_temperature * advantages).clamp(max=max_weight)

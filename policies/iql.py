@@ -23,7 +23,7 @@ import torch
 from mbrl_core.batch import Batch
 from mbrl_core.errors import ConfigError
 from mbrl_core.learner import LearnerContext
-from policies.base import LearnerBase, adam, advantage_weights, frozen_copy, soft_update, step, td_target
+from policies.base import LearnerBase, adam, advantage_weights, soft_update, step, td_target, with_target
 from policies.networks import CriticEnsemble, GaussianActor, gaussian_log_prob
 
 
@@ -70,15 +70,10 @@ class IQL(LearnerBase):
     def __init__(self, config: IQLConfig, context: LearnerContext) -> None:
         super().__init__(config, context)
         hidden = config.hidden_sizes
-        critic = CriticEnsemble(context.obs_dim, context.act_dim, hidden, members=2)
-        self.nets.update(
-            {
-                "actor": GaussianActor(context.obs_dim, context.act_dim, hidden, tanh_mean=True, log_std_bounds=(config.log_std_min, config.log_std_max)),
-                "critic": critic,
-                "critic_target": frozen_copy(critic),
-                "value": CriticEnsemble(context.obs_dim, 0, hidden, members=1),
-            }
-        )
+        self.nets.update(with_target("critic", CriticEnsemble(context.obs_dim, context.act_dim, hidden, members=2)))
+        self.nets["value"] = CriticEnsemble(context.obs_dim, 0, hidden, members=1)
+        log_std_bounds = (config.log_std_min, config.log_std_max)
+        self.nets["actor"] = GaussianActor(context.obs_dim, context.act_dim, hidden, tanh_mean=True, log_std_bounds=log_std_bounds)
         self.finish_setup()
         self.reward_scale = return_range_reward_scale(context) if config.scale_rewards_by_return_range else 1.0
         self.optimizers = {

@@ -106,24 +106,30 @@ class CriticEnsemble(nn.Module):
 
     def forward(self, observations: torch.Tensor, actions: torch.Tensor | None = None, frozen: bool = False, members: int | None = None) -> torch.Tensor:
         """``members=k`` evaluates only the first k members (TD3's actor uses Q1 alone)."""
-        params = [(layer.weight[:members], layer.bias[:members]) for layer in self.layers]
+        params = [(layer.weight, layer.bias) for layer in self.layers]
+        if members is not None:
+            params = [(w[:members], b[:members]) for w, b in params]
         if frozen:
             params = [(w.detach(), b.detach()) for w, b in params]
         (w_in, b_in), hidden = params[0], params[1:]
         count = w_in.shape[0]
-        x = torch.baddbmm(b_in, observations.expand(count, *observations.shape), w_in[:, : self.obs_dim])
-        many = actions is not None and actions.dim() == 3
-        if actions is not None:
-            flat = actions.reshape(-1, self.act_dim)
-            action_part = torch.bmm(flat.expand(count, *flat.shape), w_in[:, self.obs_dim :])
-            if many:
-                x = (x.unsqueeze(2) + action_part.view(count, actions.shape[0], actions.shape[1], -1)).flatten(1, 2)
-            else:
-                x = x + action_part
+        if actions is not None and actions.dim() == 3:
+            x = self.first_layer_many_actions(observations, actions, w_in, b_in)
+        else:
+            inputs = observations if actions is None else torch.cat([observations, actions], dim=-1)
+            x = torch.baddbmm(b_in, inputs.expand(count, *inputs.shape), w_in)
         for weight, bias in hidden:
             x = torch.baddbmm(bias, F.relu(x), weight)
         values = x.squeeze(-1)
-        return values.view(count, *actions.shape[:2]) if many else values
+        return values.view(count, *actions.shape[:2]) if actions is not None and actions.dim() == 3 else values
+
+    def first_layer_many_actions(self, observations: torch.Tensor, actions: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """First layer for K actions per state ``[N, K, a]``: the observation product is computed once per state."""
+        count, (rows, k, _) = weight.shape[0], actions.shape
+        state_part = torch.baddbmm(bias, observations.expand(count, *observations.shape), weight[:, : self.obs_dim])
+        flat = actions.reshape(rows * k, self.act_dim)
+        action_part = torch.bmm(flat.expand(count, *flat.shape), weight[:, self.obs_dim :])
+        return (state_part.unsqueeze(2) + action_part.view(count, rows, k, -1)).flatten(1, 2)
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:

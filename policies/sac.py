@@ -22,7 +22,7 @@ from torch import nn
 
 from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
-from policies.base import LearnerBase, adam, frozen_copy, soft_update, step, td_target
+from policies.base import LearnerBase, adam, soft_update, step, td_target, with_target
 from policies.networks import CriticEnsemble, SquashedGaussian, TanhGaussianActor
 
 
@@ -63,15 +63,9 @@ class SAC(LearnerBase):
 
     def __init__(self, config: SACConfig, context: LearnerContext) -> None:
         super().__init__(config, context)
-        critic = self.build_critic(context)
-        self.nets.update(
-            {
-                "actor": self.build_actor(context),
-                "critic": critic,
-                "critic_target": frozen_copy(critic),
-                "temperature": Temperature(config.init_alpha, config.auto_entropy),
-            }
-        )
+        self.nets.update(with_target("critic", self.build_critic(context)))
+        self.nets["actor"] = self.build_actor(context)
+        self.nets["temperature"] = Temperature(config.init_alpha, config.auto_entropy)
         self.target_entropy = -float(context.act_dim) if config.target_entropy is None else float(config.target_entropy)
         self.finish_setup()
         self.optimizers = {"actor": adam(self.nets["actor"], config.actor_lr), "critic": adam(self.nets["critic"], config.critic_lr)}

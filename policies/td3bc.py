@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
-from policies.base import LearnerBase, adam, frozen_copy, soft_update, step, td_target
+from policies.base import LearnerBase, adam, soft_update, step, td_target, with_target
 from policies.networks import CriticEnsemble, DeterministicActor
 
 
@@ -50,9 +50,8 @@ class TD3BC(LearnerBase):
     def __init__(self, config: TD3BCConfig, context: LearnerContext) -> None:
         super().__init__(config, context)
         hidden = config.hidden_sizes
-        actor = DeterministicActor(context.obs_dim, context.act_dim, hidden)
-        critic = CriticEnsemble(context.obs_dim, context.act_dim, hidden, members=2)
-        self.nets.update({"actor": actor, "actor_target": frozen_copy(actor), "critic": critic, "critic_target": frozen_copy(critic)})
+        self.nets.update(with_target("actor", DeterministicActor(context.obs_dim, context.act_dim, hidden)))
+        self.nets.update(with_target("critic", CriticEnsemble(context.obs_dim, context.act_dim, hidden, members=2)))
         self.finish_setup()
         self.optimizers = {"actor": adam(self.nets["actor"], config.actor_lr), "critic": adam(self.nets["critic"], config.critic_lr)}
         self.actor_metrics: dict[str, torch.Tensor] = {}

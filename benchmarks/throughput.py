@@ -1,0 +1,222 @@
+"""Gradient updates per second of each model-free learner, and how close that is to the machine's matmul rate.
+
+Batch 256, default networks, Hopper-sized random data (obs 11, act 3), CPU,
+with 1 and 2 threads. Efficiency = (analytic FLOPs per update x updates/s) /
+(float32 FLOP rate of batched 256x256 matmuls on this machine). Rates are
+the best window (1 s for learners, 0.3 s for the matmul) of each measurement, so that other processes on a
+shared machine distort them less.
+
+    python benchmarks/throughput.py [--threads 1 2] [--seconds 5] [--out benchmarks/results/throughput.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from mbrl_core.batch import Batch
+from mbrl_core.learner import LearnerContext
+from mbrl_core.normalization import Normalizer
+from policies.registry import get_learner
+
+OBS_DIM, ACT_DIM, BATCH = 11, 3, 256
+LEARNERS = ["bc", "td3bc", "iql", "awac", "cql", "sac"]
+# A widely used library on this machine class, 1 thread (from the issue).
+REFERENCE_1_THREAD = {"iql": 55.0, "td3bc": 71.0, "awac": 65.0, "bc": 176.0, "cql": 8.0}
+TARGET_SPEEDUP = {"iql": 2.0, "td3bc": 2.0, "awac": 2.0, "cql": 1.5}
+
+
+# ----------------------------------------------------------------------------- analytic FLOPs
+
+
+def mlp_macs(widths: list[int]) -> int:
+    """Multiply-adds of one row through Linear layers of the given widths."""
+    return sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+class Cost:
+    """Counts multiply-adds of forward and backward passes (a backward costs a forward per gradient kind)."""
+
+    def __init__(self) -> None:
+        self.macs = 0
+
+    def forward(self, widths: list[int], rows: int) -> None:
+        self.macs += rows * mlp_macs(widths)
+
+    def train(self, widths: list[int], rows: int) -> None:
+        """Forward, weight gradients, input gradients of every layer but the first."""
+        self.macs += rows * (3 * mlp_macs(widths) - widths[0] * widths[1])
+
+    def through(self, widths: list[int], rows: int) -> None:
+        """Forward and input gradients only (an actor's loss through a frozen critic)."""
+        self.macs += rows * 2 * mlp_macs(widths)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+
+def flops_per_update(name: str, config) -> float:
+    hidden = list(config.hidden_sizes) if hasattr(config, "hidden_sizes") else []
+    actor = [OBS_DIM, *hidden, ACT_DIM]
+    gaussian_actor = [OBS_DIM, *hidden, 2 * ACT_DIM]
+    critic = [OBS_DIM + ACT_DIM, *hidden, 1]
+    value = [OBS_DIM, *hidden, 1]
+    b, cost = BATCH, Cost()
+    if name == "bc":
+        cost.train(actor, b)
+    elif name == "td3bc":
+        cost.forward(actor, b)  # target actor at s'
+        cost.forward(critic, 2 * b)  # target critics
+        cost.train(critic, 2 * b)
+        actor_step = Cost()
+        actor_step.train(actor, b)
+        actor_step.through(critic, b)  # Q1 only
+        cost.macs += actor_step.macs / config.policy_freq
+    elif name == "iql":
+        cost.forward(critic, 2 * b)  # target critics at (s, a)
+        cost.forward(value, b)  # V(s')
+        cost.train(value, b)
+        cost.train(critic, 2 * b)
+        cost.train(actor, b)
+    elif name == "awac":
+        cost.train(actor, b)
+        cost.forward(actor, b)  # π(s')
+        cost.forward(critic, 2 * b)  # target critics
+        cost.forward(critic, 2 * b)  # V(s) = min Q(s, ã)
+        cost.train(critic, 2 * b)
+    elif name in ("sac", "cql"):
+        cost.train(gaussian_actor, b)
+        cost.forward(gaussian_actor, b)  # π(s')
+        cost.forward(critic, 2 * b)  # target critics
+        cost.train(critic, 2 * b)
+        cost.through(critic, 2 * b)  # actor loss through both critics
+        if name == "cql":
+            cost.train(critic, 2 * b * 3 * config.n_actions)  # random, π(s), π(s') actions
+    return float(cost.flops)
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def best_rate(work, seconds: float, window: float = 0.3) -> float:
+    """Work units per second of the fastest ~``window``-second window in ``seconds``.
+
+    The best window (as ``timeit`` advises) filters out time stolen by other
+    processes on a shared machine; ``work()`` returns the units it did.
+    """
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline or best == 0.0:
+        units, start = 0.0, time.perf_counter()
+        while time.perf_counter() - start < window:
+            units += work()
+        best = max(best, units / (time.perf_counter() - start))
+    return best
+
+
+def matmul_flop_rate(seconds: float) -> float:
+    """float32 FLOP/s of a batch of 16 independent 256x256 @ 256x256 matmuls."""
+    a, b = torch.randn(16, 256, 256), torch.randn(16, 256, 256)
+
+    def work() -> float:
+        torch.bmm(a, b)
+        return 2 * 16 * 256**3
+
+    work()
+    return best_rate(work, seconds)
+
+
+def hopper_context() -> LearnerContext:
+    return LearnerContext(
+        obs_dim=OBS_DIM, act_dim=ACT_DIM, action_low=-torch.ones(ACT_DIM), action_high=torch.ones(ACT_DIM),
+        observation_normalizer=Normalizer(torch.randn(OBS_DIM), torch.rand(OBS_DIM) + 0.5), total_steps=1_000_000,
+        device=torch.device("cpu"), reward_min=-1.0, reward_max=5.0, episode_return_min=0.0, episode_return_max=3000.0,
+    )
+
+
+def random_batches(count: int, generator: torch.Generator) -> list[Batch]:
+    def batch() -> Batch:
+        return Batch(
+            observations=torch.randn(BATCH, OBS_DIM, generator=generator),
+            actions=torch.rand(BATCH, ACT_DIM, generator=generator) * 2 - 1,
+            rewards=torch.randn(BATCH, generator=generator),
+            next_observations=torch.randn(BATCH, OBS_DIM, generator=generator),
+            terminals=(torch.rand(BATCH, generator=generator) < 0.01).float(),
+        )
+
+    return [batch() for _ in range(count)]
+
+
+def updates_per_second(name: str, batches: list[Batch], seconds: float, warmup: int = 5) -> float:
+    entry = get_learner(name)
+    learner = entry.learner_cls(entry.config_cls(), hopper_context())
+    for i in range(warmup):
+        learner.update(batches[i % len(batches)])
+    done = [0]
+
+    def work() -> float:
+        learner.update(batches[done[0] % len(batches)])
+        done[0] += 1
+        return 1.0
+
+    return best_rate(work, seconds, window=1.0)
+
+
+def run(threads: list[int], seconds: float, names: list[str]) -> dict:
+    torch.manual_seed(0)
+    batches = random_batches(16, torch.Generator().manual_seed(0))
+    results = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "batch_size": BATCH,
+               "obs_dim": OBS_DIM, "act_dim": ACT_DIM, "reference_1_thread": REFERENCE_1_THREAD, "threads": {}}
+    for count in threads:
+        torch.set_num_threads(count)
+        rate = matmul_flop_rate(min(seconds, 2.0))
+        rows = {}
+        for name in names:
+            speed = updates_per_second(name, batches, seconds)
+            flops = flops_per_update(name, get_learner(name).config_cls())
+            rows[name] = {"updates_per_second": speed, "gflop_per_update": flops / 1e9, "efficiency": flops * speed / rate}
+            if count == 1 and name in REFERENCE_1_THREAD:
+                rows[name]["speedup_vs_reference"] = speed / REFERENCE_1_THREAD[name]
+        results["threads"][str(count)] = {"matmul_gflops": rate / 1e9, "learners": rows}
+    return results
+
+
+def print_table(results: dict) -> None:
+    counts = list(results["threads"])
+    print("learner  GFLOP/upd  " + "  ".join(f"{c}T upd/s  {c}T eff" for c in counts) + "   ref(1T)  x ref  target")
+    names = list(next(iter(results["threads"].values()))["learners"])
+    for name in names:
+        first = results["threads"][counts[0]]["learners"][name]
+        cells = "  ".join(
+            f"{results['threads'][c]['learners'][name]['updates_per_second']:7.1f}  {results['threads'][c]['learners'][name]['efficiency']:6.0%}"
+            for c in counts
+        )
+        reference = REFERENCE_1_THREAD.get(name)
+        ref = f"{reference:7.0f}  {first['updates_per_second'] / reference:5.2f}  {TARGET_SPEEDUP.get(name, '-')}" if reference else "      -      -  -"
+        print(f"{name:7s}  {first['gflop_per_update']:9.3f}  {cells}   {ref}")
+    for c in counts:
+        print(f"matmul rate, {c} thread(s): {results['threads'][c]['matmul_gflops']:.1f} GFLOP/s (16 x 256x256x256 bmm)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seconds", type=float, default=5.0, help="measurement time per learner and thread count")
+    parser.add_argument("--learners", nargs="+", default=LEARNERS, choices=LEARNERS)
+    parser.add_argument("--out", default="benchmarks/results/throughput.json")
+    args = parser.parse_args()
+    results = run(args.threads, args.seconds, args.learners)
+    print_table(results)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
