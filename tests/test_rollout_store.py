@@ -193,3 +193,26 @@ def test_bad_paths_raise_one_line_errors(tmp_path):
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
     with pytest.raises(ArtifactError, match="not a rollout store"):
         RolloutStore.open(tmp_path / "plain.zarr")
+
+
+def test_inspect_command_reports_size_provenance_and_histograms(tmp_path, capsys):
+    import json
+
+    from mbrl_core.cli import main
+
+    url = tmp_path / "r.zarr"
+    store = new_store(url)
+    generations = [make_generation(n, rows=40) for n in range(3)]
+    for generation in generations:
+        store.append(generation)
+    assert main(["rollouts", "inspect", str(url), "--json", "--last", "2", "--plot", str(tmp_path / "h.png")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["committed_rows"] == 120 and summary["generations"] == 3 and summary["rows_summarized"] == 80
+    assert summary["provenance"]["dynamics_key"] == "abc123" and summary["bytes_on_disk"] > 0
+    rewards = torch.cat([g.rewards for g in generations[1:]])
+    assert summary["histograms"]["rewards"]["count"] == 80
+    assert summary["histograms"]["rewards"]["mean"] == pytest.approx(rewards.mean().item(), abs=1e-5)
+    assert set(summary["histograms"]) == {"rewards", *FEATURES}
+    assert (tmp_path / "h.png").stat().st_size > 0
+    assert main(["rollouts", "inspect", str(url)]) == 0 and "max_std_norm" in capsys.readouterr().out
+    assert main(["rollouts", "inspect", str(tmp_path / "missing.zarr")]) == 2
