@@ -391,13 +391,7 @@ class Collection:
         self.record["ref_min_score"] = self.evaluator(uniform).return_mean
         self.record["ref_max_score"] = self.record["checkpoints"][-1]["return_mean"]
         self.record["medium"] = choose_medium(self.record["checkpoints"], self.record["ref_min_score"], self.record["ref_max_score"], self.config.medium_fraction)
-        if self.record["ref_max_score"] <= self.record["ref_min_score"]:
-            self.record["warnings"].append(
-                f"the final SAC policy (return {self.record['ref_max_score']:.4g}) is no better than random ({self.record['ref_min_score']:.4g}): "
-                "train longer (--sac-steps); normalized scores of these datasets are meaningless"
-            )
-        if self.record["medium"]["step"] == self.record["checkpoints"][-1]["step"]:
-            self.record["warnings"].append("no checkpoint before the last reached the medium threshold: medium uses the final policy (checkpoint more often)")
+        self.record["warnings"] += behaviour_warnings(self.record, self.config.medium_fraction)
 
     # -- datasets
     def write_datasets(self) -> None:
@@ -474,6 +468,25 @@ def choose_medium(checkpoints: list[dict[str, Any]], ref_min: float, ref_max: fl
     threshold = ref_min + fraction * (ref_max - ref_min)
     chosen = next((checkpoint for checkpoint in checkpoints if checkpoint["return_mean"] >= threshold), checkpoints[-1])
     return {**chosen, "threshold": threshold}
+
+
+def behaviour_warnings(record: dict[str, Any], fraction: float) -> list[str]:
+    """What makes the datasets less D4RL-like than asked: no learning, or no checkpoint near the medium level."""
+    ref_min, ref_max, medium, final = record["ref_min_score"], record["ref_max_score"], record["medium"], record["checkpoints"][-1]
+    found = []
+    if ref_max <= ref_min:
+        found.append(
+            f"the final SAC policy (return {ref_max:.4g}) is no better than random ({ref_min:.4g}): "
+            "train longer (--sac-steps); normalized scores of these datasets are meaningless"
+        )
+    if medium["step"] == final["step"]:
+        found.append("no checkpoint before the last reached the medium threshold: medium uses the final policy (checkpoint more often)")
+    elif ref_max > ref_min and (medium["return_mean"] - ref_min) / (ref_max - ref_min) > 2 * fraction:
+        found.append(
+            f"the medium checkpoint (step {medium['step']}, return {medium['return_mean']:.4g}) is far above the threshold {medium['threshold']:.4g}: "
+            "the policy improved between two checkpoints (checkpoint more often)"
+        )
+    return found
 
 
 def read_episodes(dataset_id: str) -> list[dict[str, np.ndarray]]:

@@ -8,7 +8,7 @@ import minari
 import pytest
 import torch
 
-from mbrl_core.collect import DATASET_KINDS, STATE_FILE, CollectConfig, choose_medium, collect, collection_dir
+from mbrl_core.collect import DATASET_KINDS, STATE_FILE, CollectConfig, behaviour_warnings, choose_medium, collect, collection_dir
 from mbrl_core.commands import collect as collect_command
 from mbrl_core.data import load_dataset
 from mbrl_core.errors import ConfigError
@@ -104,6 +104,18 @@ def test_medium_is_the_first_checkpoint_reaching_the_fraction():
     assert medium["step"] == 20 and medium["threshold"] == pytest.approx(-1000 + 800 / 3)
     assert choose_medium(checkpoints, -1000.0, -200.0, fraction=0.6)["step"] == 30
     assert choose_medium(checkpoints, 0.0, -200.0, fraction=0.5)["step"] == 50  # nothing reaches: the final policy
+
+
+def test_behaviour_warnings_say_when_medium_is_not_medium():
+    checkpoints = [{"step": 10, "return_mean": 150.0}, {"step": 20, "return_mean": 1000.0}, {"step": 30, "return_mean": 1000.0}]
+    record = {"checkpoints": checkpoints, "ref_min_score": 0.0, "ref_max_score": 1000.0}
+    record["medium"] = choose_medium(checkpoints, 0.0, 1000.0, 1 / 3)
+    assert record["medium"]["step"] == 20
+    assert [text.split(" (")[0] for text in behaviour_warnings(record, 1 / 3)] == ["the medium checkpoint"]
+    record["medium"] = choose_medium(checkpoints, 0.0, 1000.0, 0.1)  # 150 is medium enough
+    assert behaviour_warnings(record, 0.1) == []
+    record.update(ref_min_score=2000.0, medium=choose_medium(checkpoints, 2000.0, 1000.0, 1 / 3))
+    assert [text.split(" (")[0] for text in behaviour_warnings(record, 1 / 3)] == ["the final SAC policy", "no checkpoint before the last reached the medium threshold: medium uses the final policy"]
 
 
 def test_killed_collection_resumes_from_its_checkpoint_exactly(full):
