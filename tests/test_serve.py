@@ -1,0 +1,317 @@
+"""The dynamics HTTP server: answers equal the in-process service, every bad input is a 4xx the server
+survives, tokens, concurrent clients batched into shared forward passes, graceful shutdown, the CLI."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import torch
+
+from dynamics.client import DynamicsClient, RemoteError
+from dynamics.server import DynamicsServer, ServeConfig, check_bind_allowed
+from dynamics.service import DynamicsService
+from dynamics.uncertainty import FEATURE_NAMES
+from mbrl_core.errors import ConfigError
+
+TINY = {
+    "ensemble_size": 3,
+    "elites": 2,
+    "hidden_dim": 32,
+    "hidden_layers": 2,
+    "weight_decays": [1e-5, 1e-5, 1e-5],
+    "max_epochs": 3,
+    "patience": 2,
+}
+MAX_ROWS = 64
+LOOPBACK = "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("dynamics-store"))
+
+
+@pytest.fixture(scope="module")
+def service(small_data, store) -> DynamicsService:
+    return DynamicsService.fit(small_data, TINY, store=store, progress=False)
+
+
+@pytest.fixture(scope="module")
+def server(service):
+    server = DynamicsServer(service, ServeConfig(host=LOOPBACK, port=0, max_request_rows=MAX_ROWS, max_wait_ms=1.0)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(server):
+    with DynamicsClient(server.url) as client:
+        yield client
+
+
+def post(url: str, payload, content_type: str = "application/json", headers: dict | None = None) -> tuple[int, dict]:
+    """A raw urllib POST: (status, decoded JSON body) for success and HTTP errors alike."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type, **(headers or {})}, method="POST")
+    return _open(request)
+
+
+def get(url: str, headers: dict | None = None) -> tuple[int, dict]:
+    return _open(urllib.request.Request(url, headers=headers or {}))
+
+
+def _open(request) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def rows(data, count: int, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    return data.observations[start : start + count], data.actions[start : start + count]
+
+
+# ---------------------------------------------------------------------- equal to the in-process service
+
+
+def test_client_predictions_equal_the_in_process_ones(client, service, small_data):
+    obs, act = rows(small_data, 50)
+    local, remote = service.predict(obs, act, per_member=True), client.predict(obs, act, per_member=True)
+    for field in ("next_observations", "rewards", "terminals", "member_means", "member_stds"):
+        assert torch.equal(getattr(local, field), getattr(remote, field)), field
+    assert set(remote.uncertainty) == set(FEATURE_NAMES)
+    for name in FEATURE_NAMES:
+        assert torch.equal(local.uncertainty[name], remote.uncertainty[name]), name
+    assert client.predict(obs, act).member_means is None
+
+
+def test_client_steps_equal_the_in_process_ones_for_the_same_seed(client, service, small_data):
+    obs, act = rows(small_data, 40)
+    local = service.step(obs, act, torch.Generator().manual_seed(11))
+    remote = client.step(obs, act, seed=11)
+    for field in ("next_observations", "rewards", "terminals"):
+        assert torch.equal(getattr(local, field), getattr(remote, field)), field
+    for name in FEATURE_NAMES:
+        assert torch.equal(local.uncertainty[name], remote.uncertainty[name])
+    # a learner's generator: the client draws the seed from it, so equal generators give equal steps
+    first = client.step(obs, act, torch.Generator().manual_seed(5))
+    again = client.step(obs, act, torch.Generator().manual_seed(5))
+    other = client.step(obs, act, torch.Generator().manual_seed(6))
+    assert torch.equal(first.next_observations, again.next_observations)
+    assert not torch.equal(first.next_observations, other.next_observations)
+
+
+def test_raw_http_predictions_equal_the_in_process_ones(server, service, small_data):
+    obs, act = rows(small_data, 20, start=100)
+    status, answer = post(server.url + "/v1/predict", {"observations": obs.tolist(), "actions": act.tolist()})
+    assert status == 200 and "member_means" not in answer
+    local = service.predict(obs, act)
+    assert torch.equal(torch.tensor(answer["next_observations"]), local.next_observations)
+    assert torch.equal(torch.tensor(answer["rewards"]), local.rewards)
+    assert torch.equal(torch.tensor(answer["terminals"]), local.terminals)
+    status, answer = post(server.url + "/v1/step", {"observations": obs.tolist(), "actions": act.tolist(), "seed": 3})
+    assert status == 200
+    assert torch.equal(torch.tensor(answer["next_observations"]), service.step(obs, act, torch.Generator().manual_seed(3)).next_observations)
+
+
+def test_info_and_health(server, service, client):
+    status, info = get(server.url + "/v1/info")
+    assert status == 200 and info["key"] == service.key and info["elites"] == service.elites
+    assert info["metrics"] == json.loads(json.dumps(service.metrics)) and info["limits"]["max_request_rows"] == MAX_ROWS
+    assert info["uncertainty_features"] == list(FEATURE_NAMES) and info["obs_dim"] == 4 and info["act_dim"] == 1
+    # InvertedPendulum's observation space is unbounded: JSON has no infinity, so the bounds are null
+    assert info["spaces"]["observation"]["low"] == [None] * 4 and info["spaces"]["action"]["high"] == [3.0]
+    assert client.key == service.key and client.elites == service.elites
+    assert get(server.url + "/health") == (200, {"status": "ok"})
+
+
+# ---------------------------------------------------------------------- refusals
+
+
+def _valid(data, count: int = 2) -> dict:
+    obs, act = rows(data, count)
+    return {"observations": obs.tolist(), "actions": act.tolist()}
+
+
+BAD_REQUESTS = [
+    # (name, path, body builder(data) -> bytes or JSON-able, content type, status, reason pattern)
+    ("bad json", "/v1/predict", lambda d: b'{"observations": [[0, 0', "application/json", 400, "not valid JSON"),
+    ("not an object", "/v1/predict", lambda d: [1, 2], "application/json", 400, "must be a JSON object"),
+    ("wrong content type", "/v1/predict", lambda d: _valid(d), "text/plain", 415, "Content-Type must be application/json"),
+    ("missing actions", "/v1/predict", lambda d: {"observations": [[0.0] * 4]}, "application/json", 400, "missing field 'actions'"),
+    ("wrong obs width", "/v1/predict", lambda d: {**_valid(d), "observations": [[0.0] * 3] * 2}, "application/json", 400,
+     r"observations must have shape \[rows, 4\], got \[2, 3\]"),
+    ("one-dimensional", "/v1/predict", lambda d: {**_valid(d, 1), "observations": [0.0] * 4}, "application/json", 400, r"got \[4\]"),
+    ("three-dimensional", "/v1/predict", lambda d: {**_valid(d, 1), "actions": [[[0.0]]]}, "application/json", 400, r"got \[1, 1, 1\]"),
+    ("ragged rows", "/v1/predict", lambda d: {**_valid(d), "observations": [[0.0] * 4, [0.0] * 3]}, "application/json", 400, "rows of 4 numbers"),
+    ("strings", "/v1/predict", lambda d: {**_valid(d, 1), "actions": [["0.5"]]}, "application/json", 400, "numbers only"),
+    ("nan", "/v1/predict", lambda d: b'{"observations": [[0,0,0,0],[0,NaN,0,0]], "actions": [[0],[0]]}', "application/json", 400,
+     "observations row 1 contains NaN or infinity"),
+    ("infinity", "/v1/step", lambda d: {**_valid(d), "actions": [[0.0], [1e999]], "seed": 0}, "application/json", 400, "actions row 1"),
+    ("row counts differ", "/v1/predict", lambda d: {**_valid(d, 3), "actions": [[0.0]]}, "application/json", 400, "3 rows but actions has 1"),
+    ("empty", "/v1/predict", lambda d: {"observations": [], "actions": []}, "application/json", 400, "non-empty list"),
+    ("too many rows", "/v1/predict", lambda d: _valid(d, MAX_ROWS + 1), "application/json", 413, f"limit of {MAX_ROWS}"),
+    ("unknown field", "/v1/predict", lambda d: {**_valid(d), "seed": 1}, "application/json", 400, "unknown field.*seed"),
+    ("per_member not bool", "/v1/predict", lambda d: {**_valid(d), "per_member": "yes"}, "application/json", 400, "per_member"),
+    ("step without seed", "/v1/step", lambda d: _valid(d), "application/json", 400, "missing field 'seed'"),
+    ("negative seed", "/v1/step", lambda d: {**_valid(d), "seed": -1}, "application/json", 400, "seed must be an integer"),
+    ("float seed", "/v1/step", lambda d: {**_valid(d), "seed": 1.5}, "application/json", 400, "seed must be an integer"),
+    ("bool seed", "/v1/step", lambda d: {**_valid(d), "seed": True}, "application/json", 400, "seed must be an integer"),
+    ("unknown path", "/v1/nope", lambda d: _valid(d), "application/json", 404, "no endpoint /v1/nope"),
+]
+
+
+@pytest.mark.parametrize("name, path, build, content_type, status, reason", BAD_REQUESTS, ids=[case[0] for case in BAD_REQUESTS])
+def test_every_bad_request_is_a_4xx_and_the_server_keeps_answering(server, client, small_data, name, path, build, content_type, status, reason):
+    got, answer = post(server.url + path, build(small_data), content_type)
+    assert got == status and list(answer) == ["error"]
+    assert "\n" not in answer["error"]
+    assert __import__("re").search(reason, answer["error"]), answer["error"]
+    assert client.predict(*rows(small_data, 3)).next_observations.shape == (3, 4)
+
+
+def test_transport_refusals_are_4xx_too(server, client, small_data):
+    assert get(server.url + "/v1/predict")[0] == 405
+    host, port = LOOPBACK, server.server_address[1]
+    # a body announced larger than the limit is refused before it is read
+    assert _raw(host, port, b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\n\r\n{}").startswith(b"HTTP/1.1 413")
+    chunked = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    assert _raw(host, port, chunked).startswith(b"HTTP/1.1 411")
+    assert _raw(host, port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
+    # the client turns a refusal into one clear error
+    with pytest.raises(RemoteError, match="413 observations has 65 rows") as error:
+        client.predict(*rows(small_data, MAX_ROWS + 1))
+    assert error.value.status == 413
+    assert client.health() == {"status": "ok"}
+
+
+def _raw(host: str, port: int, data: bytes) -> bytes:
+    with socket.create_connection((host, port), timeout=10) as connection:
+        connection.sendall(data)
+        return connection.recv(65536)
+
+
+def test_token_is_required_except_for_health(service, small_data):
+    server = DynamicsServer(service, ServeConfig(host=LOOPBACK, port=0, token="s3cret")).start()
+    try:
+        assert get(server.url + "/health")[0] == 200
+        assert get(server.url + "/v1/info")[0] == 401
+        assert get(server.url + "/v1/info", {"Authorization": "Bearer wrong"})[0] == 401
+        assert post(server.url + "/v1/predict", _valid(small_data), headers={"Authorization": "Bearer s3cret"})[0] == 200
+        with pytest.raises(RemoteError, match="401 missing or wrong bearer token"):
+            DynamicsClient(server.url).predict(*rows(small_data, 2))
+        assert DynamicsClient(server.url, token="s3cret").predict(*rows(small_data, 2)).rewards.shape == (2,)
+    finally:
+        server.stop()
+
+
+def test_non_loopback_host_needs_a_token_or_insecure():
+    with pytest.raises(ConfigError, match="refusing to serve on non-loopback host '0.0.0.0' without a token"):
+        check_bind_allowed(ServeConfig(host="0.0.0.0"))
+    check_bind_allowed(ServeConfig(host="0.0.0.0", token="t"))
+    check_bind_allowed(ServeConfig(host="0.0.0.0", insecure=True))
+    for loopback in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        check_bind_allowed(ServeConfig(host=loopback))
+
+
+# ---------------------------------------------------------------------- load and shutdown
+
+
+def test_concurrent_clients_complete_and_share_forward_passes(service, small_data):
+    clients, requests_each = 8, 200
+    server = DynamicsServer(service, ServeConfig(host=LOOPBACK, port=0, max_wait_ms=5.0)).start()
+    answers: dict[int, list] = {}
+
+    def run(index: int) -> None:
+        with DynamicsClient(server.url) as client:
+            obs, act = rows(small_data, 4, start=4 * index)
+            answers[index] = [client.predict(obs, act).next_observations for _ in range(requests_each)]
+
+    try:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        server.stop()
+    assert len(answers) == clients and all(len(a) == requests_each for a in answers.values())
+    for index, results in answers.items():
+        # rows answered inside a larger batch match the in-process answer up to matmul rounding
+        expected = service.predict(*rows(small_data, 4, start=4 * index)).next_observations
+        assert all(torch.allclose(result, expected, atol=1e-5) for result in results)
+    assert server.worker.forward_passes < clients * requests_each
+
+
+class SlowService:
+    """A service whose predictions take a while, to catch a request in flight."""
+
+    def __init__(self, service, seconds: float) -> None:
+        self.service, self.seconds, self.meta, self.device = service, seconds, service.meta, service.device
+        self.started = threading.Event()
+
+    def predict(self, *args, **kwargs):
+        self.started.set()
+        time.sleep(self.seconds)
+        return self.service.predict(*args, **kwargs)
+
+
+def test_stop_finishes_in_flight_requests_and_closes_idle_connections(service, small_data):
+    slow = SlowService(service, seconds=0.5)
+    server = DynamicsServer(slow, ServeConfig(host=LOOPBACK, port=0)).start()
+    idle = DynamicsClient(server.url)
+    assert idle.health() == {"status": "ok"}  # leaves a kept-alive connection open
+    answer = {}
+    in_flight = threading.Thread(target=lambda: answer.update(result=post(server.url + "/v1/predict", _valid(small_data))))
+    in_flight.start()
+    assert slow.started.wait(10)
+    started = time.perf_counter()
+    server.stop()
+    in_flight.join()
+    assert answer["result"][0] == 200 and len(answer["result"][1]["rewards"]) == 2
+    assert time.perf_counter() - started < 5  # the idle connection did not hold the shutdown
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((LOOPBACK, server.server_address[1]), timeout=5)
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def test_cli_serves_logs_each_request_and_exits_0_on_sigterm(service, store, small_data):
+    command = [sys.executable, "-m", "mbrl_core.cli", "dynamics", "serve", service.key[:8], "--store", store,
+               "--port", "0", "--device", "cpu", "--log-level", "debug"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        line = process.stdout.readline()
+        assert line.startswith(f"serving dynamics model {service.key}"), line + process.stderr.read()
+        url = line.split(" at ")[-1].strip()
+        assert url.startswith(f"http://{LOOPBACK}:")
+        obs, act = rows(small_data, 5)
+        assert torch.equal(DynamicsClient(url).predict(obs, act).rewards, service.predict(obs, act).rewards)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill() if process.poll() is None else None
+    assert process.returncode == 0, stderr
+    assert "server stopped" in stdout
+    assert "POST /v1/predict 200 rows=5" in stderr
+
+
+def test_cli_refuses_a_public_host_without_a_token(service, store, capsys, monkeypatch):
+    from mbrl_core.cli import main
+
+    monkeypatch.delenv("MBRL_SERVE_TOKEN", raising=False)
+    assert main(["dynamics", "serve", service.key, "--store", store, "--host", "0.0.0.0"]) == 2
+    assert "refusing to serve on non-loopback host" in capsys.readouterr().err
