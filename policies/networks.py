@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mbrl_core.errors import ConfigError
 from mbrl_core.normalization import Normalizer
 
 LOG_2 = math.log(2.0)
@@ -42,6 +43,8 @@ class ActionScaler(nn.Module):
     def __init__(self, low: torch.Tensor, high: torch.Tensor) -> None:
         super().__init__()
         low, high = low.detach().float().reshape(-1), high.detach().float().reshape(-1)
+        if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
+            raise ConfigError(f"learners need a bounded action box with high > low; got low={low.tolist()}, high={high.tolist()}")
         self.register_buffer("center", (high + low) / 2)
         self.register_buffer("half_range", (high - low) / 2)
 
@@ -56,7 +59,7 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
     """Linear-ReLU stack (the papers' networks: ReLU MLPs, PyTorch default init)."""
     layers: list[nn.Module] = []
     for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        layers += [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
         in_dim = width
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
@@ -119,7 +122,7 @@ class CriticEnsemble(nn.Module):
             inputs = observations if actions is None else torch.cat([observations, actions], dim=-1)
             x = torch.baddbmm(b_in, inputs.expand(count, *inputs.shape), w_in)
         for weight, bias in hidden:
-            x = torch.baddbmm(bias, F.relu(x), weight)
+            x = torch.baddbmm(bias, torch.relu_(x), weight)  # in place: baddbmm saves its inputs, not its output
         values = x.squeeze(-1)
         return values.view(count, *actions.shape[:2]) if actions is not None and actions.dim() == 3 else values
 

@@ -98,3 +98,12 @@ def test_sac_critic_target_bootstraps_timeouts_but_not_terminals():
         next_q = learner.nets["critic_target"](next_observations, torch.zeros(2, 2)).min(0).values
     assert target[0].item() == pytest.approx(0.5)
     assert target[1].item() == pytest.approx(0.5 + 0.99 * next_q[1].item(), rel=1e-5)
+
+
+def test_unbounded_action_space_is_refused_with_one_line():
+    from mbrl_core.errors import ConfigError
+
+    context = tiny_context()
+    context.action_high = torch.tensor([1.0, float("inf")])
+    with pytest.raises(ConfigError, match="bounded action box"):
+        SAC(SACConfig(), context)
