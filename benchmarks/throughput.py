@@ -208,7 +208,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=float, default=5.0, help="measurement time per learner and thread count")
     parser.add_argument("--learners", nargs="+", default=LEARNERS, choices=LEARNERS)
-    parser.add_argument("--out", default="benchmarks/results/throughput.json")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "throughput.json"))
     args = parser.parse_args()
     results = run(args.threads, args.seconds, args.learners)
     print_table(results)

@@ -107,3 +107,22 @@ def test_unbounded_action_space_is_refused_with_one_line():
     context.action_high = torch.tensor([1.0, float("inf")])
     with pytest.raises(ConfigError, match="bounded action box"):
         SAC(SACConfig(), context)
+
+
+def test_cql_push_up_term_uses_only_the_selected_rows():
+    from policies.cql import CQL, CQLConfig
+
+    torch.manual_seed(0)
+    learner = CQL(CQLConfig(hidden_sizes=(8,)), tiny_context())
+    observations = torch.randn(4, 3)
+    policy = SquashedGaussian(torch.zeros(4, 2), torch.zeros(4, 2))
+    q_data = torch.arange(8.0).view(2, 4)  # two critics, four rows
+    batch = Batch(observations, torch.zeros(4, 2), torch.zeros(4), observations, torch.zeros(4), synthetic=torch.tensor([False, False, True, True]))
+    torch.manual_seed(1)
+    all_rows, _ = learner.critic_regularizer(batch, observations, q_data, policy, policy)
+    learner.push_up_rows = lambda b: ~b.synthetic_mask  # COMBO: only dataset rows are pushed up
+    torch.manual_seed(1)
+    real_rows, _ = learner.critic_regularizer(batch, observations, q_data, policy, policy)
+    # Same sampled actions, so the log-sum-exp is unchanged; each critic's push-up mean drops by 1
+    # (rows 0-1 instead of 0-3), and the loss is α_cql Σ_e (lse_e - push_up_e).
+    assert (real_rows - all_rows).item() == pytest.approx(10.0 * 2 * 1.0, rel=1e-5)
