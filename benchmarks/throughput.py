@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -104,19 +105,23 @@ def flops_per_update(name: str, config) -> float:
 # ----------------------------------------------------------------------------- measurements
 
 
-def best_rate(work, seconds: float, window: float = 0.3) -> float:
-    """Work units per second of the fastest ~``window``-second window in ``seconds``.
+def best_rate(work, seconds: float, window: float = 0.3) -> tuple[float, float]:
+    """(units per wall second, units per process-CPU second) of the fastest ~``window``-second windows.
 
     The best window (as ``timeit`` advises) filters out time stolen by other
-    processes on a shared machine; ``work()`` returns the units it did.
+    processes on a shared machine; the CPU-time rate is what an idle machine
+    would give a one-thread run (with n threads it is per core-second).
+    ``work()`` returns the units it did.
     """
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline or best == 0.0:
-        units, start = 0.0, time.perf_counter()
+    best_wall = best_cpu = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or best_wall == 0.0:
+        units, start, start_cpu = 0.0, time.perf_counter(), time.process_time()
         while time.perf_counter() - start < window:
             units += work()
-        best = max(best, units / (time.perf_counter() - start))
-    return best
+        best_wall = max(best_wall, units / (time.perf_counter() - start))
+        best_cpu = max(best_cpu, units / max(time.process_time() - start_cpu, 1e-9))
+    return best_wall, best_cpu
 
 
 def matmul_flop_rate(seconds: float) -> float:
@@ -128,7 +133,7 @@ def matmul_flop_rate(seconds: float) -> float:
         return 2 * 16 * 256**3
 
     work()
-    return best_rate(work, seconds)
+    return best_rate(work, seconds)[0]
 
 
 def hopper_context() -> LearnerContext:
@@ -152,7 +157,7 @@ def random_batches(count: int, generator: torch.Generator) -> list[Batch]:
     return [batch() for _ in range(count)]
 
 
-def updates_per_second(name: str, batches: list[Batch], seconds: float, warmup: int = 5) -> float:
+def updates_per_second(name: str, batches: list[Batch], seconds: float, warmup: int = 5) -> tuple[float, float]:
     entry = get_learner(name)
     learner = entry.learner_cls(entry.config_cls(), hopper_context())
     for i in range(warmup):
@@ -170,30 +175,37 @@ def updates_per_second(name: str, batches: list[Batch], seconds: float, warmup: 
 def run(threads: list[int], seconds: float, names: list[str]) -> dict:
     torch.manual_seed(0)
     batches = random_batches(16, torch.Generator().manual_seed(0))
-    results = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "batch_size": BATCH,
-               "obs_dim": OBS_DIM, "act_dim": ACT_DIM, "reference_1_thread": REFERENCE_1_THREAD, "threads": {}}
+    results = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__,
+               "batch_size": BATCH, "obs_dim": OBS_DIM, "act_dim": ACT_DIM, "reference_1_thread": REFERENCE_1_THREAD,
+               "load_average_before": os.getloadavg(), "threads": {}}
     for count in threads:
         torch.set_num_threads(count)
         rate = matmul_flop_rate(min(seconds, 2.0))
         rows = {}
         for name in names:
-            speed = updates_per_second(name, batches, seconds)
+            speed, per_cpu_second = updates_per_second(name, batches, seconds)
             flops = flops_per_update(name, get_learner(name).config_cls())
-            rows[name] = {"updates_per_second": speed, "gflop_per_update": flops / 1e9, "efficiency": flops * speed / rate}
+            rows[name] = {
+                "updates_per_second": speed,
+                "updates_per_cpu_second": per_cpu_second,
+                "gflop_per_update": flops / 1e9,
+                "efficiency": flops * speed / rate,
+            }
             if count == 1 and name in REFERENCE_1_THREAD:
                 rows[name]["speedup_vs_reference"] = speed / REFERENCE_1_THREAD[name]
         results["threads"][str(count)] = {"matmul_gflops": rate / 1e9, "learners": rows}
+    results["load_average_after"] = os.getloadavg()
     return results
 
 
 def print_table(results: dict) -> None:
     counts = list(results["threads"])
-    print("learner  GFLOP/upd  " + "  ".join(f"{c}T upd/s  {c}T eff" for c in counts) + "   ref(1T)  x ref  target")
+    print("learner  GFLOP/upd  " + "  ".join(f"{c}T upd/s  {c}T eff  {c}T upd/cpu-s" for c in counts) + "   ref(1T)  x ref  target")
     names = list(next(iter(results["threads"].values()))["learners"])
     for name in names:
         first = results["threads"][counts[0]]["learners"][name]
         cells = "  ".join(
-            f"{results['threads'][c]['learners'][name]['updates_per_second']:7.1f}  {results['threads'][c]['learners'][name]['efficiency']:6.0%}"
+            "{updates_per_second:8.1f}  {efficiency:6.0%}  {updates_per_cpu_second:12.1f}".format(**results["threads"][c]["learners"][name])
             for c in counts
         )
         reference = REFERENCE_1_THREAD.get(name)
@@ -201,6 +213,7 @@ def print_table(results: dict) -> None:
         print(f"{name:7s}  {first['gflop_per_update']:9.3f}  {cells}   {ref}")
     for c in counts:
         print(f"matmul rate, {c} thread(s): {results['threads'][c]['matmul_gflops']:.1f} GFLOP/s (16 x 256x256x256 bmm)")
+    print("load average before/after: {} / {}".format(*(tuple(round(x, 2) for x in results[k]) for k in ("load_average_before", "load_average_after"))))
 
 
 def main() -> None:
