@@ -113,20 +113,25 @@ _STOP = object()
 
 
 class BatchingWorker:
-    """Owns the model: gathers queued requests (up to ``batch_rows`` rows or ``max_wait_ms``) and answers
-    all predict requests of a gathering with ONE forward pass, split back per request.
+    """Owns the model: gathers queued requests and answers all predict requests of a gathering with ONE
+    forward pass, split back per request.
+
+    Gathering stops at ``batch_rows`` rows, after ``max_wait_ms``, or as soon as every request the HTTP
+    side is handling (``requests_in_progress()``) has joined: a lone client never waits for company.
 
     Step requests run one ``service.step`` each: a step is reproducible from its own seed, and
     ``DynamicsService.step`` draws a whole batch from one generator, so sharing a call would make each
     request's sample depend on which other requests happened to arrive with it.
     """
 
-    def __init__(self, service, batch_rows: int, max_wait_ms: float) -> None:
+    def __init__(self, service, batch_rows: int, max_wait_ms: float, requests_in_progress: Callable[[], int] | None = None) -> None:
         self.service = service
+        self.requests_in_progress = requests_in_progress or (lambda: float("inf"))
         self.batch_rows = batch_rows
         self.max_wait = max_wait_ms / 1000.0
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="dynamics-batcher", daemon=True)
+        self.requests_answered = 0
         self.forward_passes = 0
 
     def start(self) -> None:
@@ -149,13 +154,14 @@ class BatchingWorker:
                 return
             jobs, stopping = self._gather(first)
             self._answer(jobs)
+            self.requests_answered += len(jobs)
             if stopping:
                 return
 
     def _gather(self, first: Job) -> tuple[list[Job], bool]:
         jobs, rows = [first], first.request.rows
         deadline = time.monotonic() + self.max_wait
-        while rows < self.batch_rows:
+        while rows < self.batch_rows and len(jobs) < self.requests_in_progress():
             try:
                 job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -231,7 +237,7 @@ class DynamicsServer(ThreadingHTTPServer):
         limits = {"max_request_rows": self.config.max_request_rows, "max_body_bytes": self.max_body_bytes}
         info = {**service.meta, "device": str(service.device), "uncertainty_features": list(FEATURE_NAMES), "limits": limits}
         self.info = json_safe(info)
-        self.worker = BatchingWorker(service, self.config.batch_rows, self.config.max_wait_ms)
+        self.worker = BatchingWorker(service, self.config.batch_rows, self.config.max_wait_ms, self.busy_connections)
         self.stopping = False
         self._connections: dict[socket.socket, bool] = {}  # open connection -> busy answering a request
         self._connections_lock = threading.Lock()
@@ -287,6 +293,10 @@ class DynamicsServer(ThreadingHTTPServer):
         with self._connections_lock:
             self._connections.pop(request, None)
         super().shutdown_request(request)
+
+    def busy_connections(self) -> int:
+        with self._connections_lock:
+            return sum(self._connections.values())
 
     def mark_busy(self, connection: socket.socket, busy: bool) -> None:
         with self._connections_lock:
@@ -389,7 +399,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         return {"status": "stopping" if self.server.stopping else "ok"}
 
     def _info(self) -> dict[str, Any]:
-        return self.server.info
+        worker = self.server.worker
+        return {**self.server.info, "stats": {"requests_answered": worker.requests_answered, "forward_passes": worker.forward_passes}}
 
     def _predict(self) -> dict[str, Any]:
         from dynamics.wire import encode_prediction
@@ -464,6 +475,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=defaults.host, help="address to bind (default loopback; another host needs a token or --insecure)")
     parser.add_argument("--port", type=int, default=defaults.port, help="port (0 picks a free one, printed at start)")
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch CPU threads for the model (default 1: between many small forward passes, idle OpenMP "
+                             "workers spin and starve the HTTP threads; raise it for large batches on many cores)")
     parser.add_argument("--token-file", default=None,
                         help=f"file holding the shared secret clients send as 'Authorization: Bearer <token>' (or set {TOKEN_ENV})")
     parser.add_argument("--insecure", action="store_true", help="allow a non-loopback host without a token")
@@ -484,6 +498,8 @@ def read_token(token_file: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from dynamics.service import DynamicsService
     from mbrl_core.device import select_device
 
@@ -491,6 +507,7 @@ def run(args: argparse.Namespace) -> int:
     config = ServeConfig(args.host, args.port, read_token(args.token_file), args.insecure, args.max_request_rows,
                          args.batch_rows, args.max_wait_ms, args.max_connections)
     check_bind_allowed(config)  # before loading the model: fail fast
+    torch.set_num_threads(args.torch_threads)
     service = DynamicsService.load(args.key, store=args.store, device=select_device(args.device))
     try:
         server = DynamicsServer(service, config)

@@ -30,8 +30,16 @@ from dynamics.uncertainty import MAX_PAIRWISE_DISAGREEMENT, max_pairwise_disagre
 from mbrl_core.data import TransitionData
 from mbrl_core.errors import ArtifactError
 
-# rows per forward chunk: bounds the [E, rows, hidden] activations and keeps them cache-friendly
-CHUNK_ROWS = 8192
+# rows per forward chunk on CPU, per thread: keeps the [E, rows, hidden] activations in cache
+# (measured best at 512-1024 per thread, benchmarks/dynamics.py); accelerators take big chunks
+CPU_CHUNK_ROWS_PER_THREAD = 1024
+ACCELERATOR_CHUNK_ROWS = 1 << 17
+
+
+def forward_chunk_rows(device: torch.device) -> int:
+    if device.type == "cpu":
+        return CPU_CHUNK_ROWS_PER_THREAD * torch.get_num_threads()
+    return ACCELERATOR_CHUNK_ROWS
 
 
 @dataclass
@@ -94,9 +102,10 @@ class DynamicsService:
         from dynamics.quality import member_quality, summarize_quality
 
         termination = choose_termination(config.termination, data.info.env_id, data.info.env_spec_json, bool(data.terminals.any()))
-        torch.manual_seed(config.seed)
         split = make_split(data, config, torch.Generator().manual_seed(config.seed))
-        ensemble = _build_ensemble(config, data.obs_dim, data.act_dim, termination.is_learned)
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights without touching the caller's RNG
+            torch.manual_seed(config.seed)
+            ensemble = _build_ensemble(config, data.obs_dim, data.act_dim, termination.is_learned)
         normalizer = split.input_normalizer()
         ensemble.set_input_normalization(normalizer.mean, normalizer.std)
         with artifacts.staging(key) as folder:
@@ -182,7 +191,7 @@ class DynamicsService:
     @torch.no_grad()
     def _forward(self, observations: torch.Tensor, actions: torch.Tensor) -> EnsembleOutput:
         inputs = torch.cat([observations, actions], dim=-1).to(self.device, torch.float32)
-        chunks = [self.ensemble(part) for part in inputs.split(CHUNK_ROWS)]
+        chunks = [self.ensemble(part) for part in inputs.split(forward_chunk_rows(self.device))]
         logits = [c.terminal_logit for c in chunks] if self.ensemble.terminal_head else None
         return EnsembleOutput(
             torch.cat([c.mean for c in chunks], dim=1),
@@ -234,7 +243,7 @@ class DynamicsService:
     def _dataset_disagreement(self, data: TransitionData) -> dict[str, float]:
         """MOReL's statistics of the disagreement over the dataset's (s, a): its max sets the HALT threshold."""
         values = []
-        for obs, act in zip(data.observations.split(CHUNK_ROWS * 4), data.actions.split(CHUNK_ROWS * 4)):
+        for obs, act in zip(data.observations.split(1 << 16), data.actions.split(1 << 16)):
             out = self._forward(obs, act)
             values.append(max_pairwise_disagreement(out.mean[self._uncertainty_index][..., : self.meta["obs_dim"]]))
         disagreement = torch.cat(values).double().sort().values
