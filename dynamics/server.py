@@ -436,7 +436,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(length))
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
-            raise WireError(415, f"Content-Type must be application/json, got '{content_type or 'none'}'")
+            raise WireError(415, f"Content-Type must be application/json, got '{content_type or 'none'}' (curl: add -H 'Content-Type: application/json')")
         return body
 
     def _send(self, status: int, body: bytes) -> None:

@@ -286,6 +286,20 @@ def test_stop_finishes_in_flight_requests_and_closes_idle_connections(service, s
         socket.create_connection((LOOPBACK, server.server_address[1]), timeout=5)
 
 
+def test_connection_limit_and_idle_timeout(service, small_data):
+    server = DynamicsServer(service, ServeConfig(host=LOOPBACK, port=0, max_connections=1, idle_timeout=0.3)).start()
+    try:
+        first = DynamicsClient(server.url)
+        assert first.health() == {"status": "ok"}  # holds the only connection, kept alive
+        with pytest.raises(RemoteError, match="503 too many connections") as error:
+            DynamicsClient(server.url).health()
+        assert error.value.status == 503
+        time.sleep(0.8)  # the server closes the idle connection; the client resends on a new one
+        assert first.predict(*rows(small_data, 2)).rewards.shape == (2,)
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------------- command line
 
 
