@@ -1,0 +1,178 @@
+"""Model-based throughput benchmark (not a test).
+
+On a SYNTHETIC Hopper-sized dataset (obs 11, act 3, a random smooth nonlinear
+system; not MuJoCo data) with the default dynamics ensemble architecture
+(7 members, 4 x 200; trained only briefly, since quality does not change speed):
+
+1. rollout generation, transitions/s, at the default batch (50,000 start states,
+   horizon 5) under a SAC policy: model + policy alone, the synchronous Zarr
+   append alone, and both in sequence (the worst case; in training the append
+   runs on the background writer);
+2. trainer updates/s through the one OfflineTrainer, no evaluation:
+   MOPO vs SAC on the real data, and COMBO vs CQL, with the model-based runs
+   refreshing rollouts at the default cadence (every 1,000 updates, 5 kept) and
+   writing them to Zarr. The generation at update 0 is inside the timing.
+   Target: the model-based learner at >= 75% of its model-free twin's rate.
+
+    /work/venv/bin/python benchmarks/model_based.py [--steps 3000] [--threads 2]
+
+Writes benchmarks/results/model_based.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# this folder holds a dynamics.py benchmark that would shadow the `dynamics` package
+sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from dynamics.model_based import prepare_model_based_run
+from dynamics.rollouts import RolloutGenerator
+from dynamics.service import DynamicsService
+from dynamics.uncertainty import FEATURE_NAMES
+from mbrl_core.config import build_config, resolve_algo_config
+from mbrl_core.data import DatasetInfo, TransitionData
+from mbrl_core.learner import LearnerContext
+from mbrl_core.rollout_store import RolloutStore
+from mbrl_core.sampler import RealSampler
+from mbrl_core.trainer import OfflineTrainer, TrainerConfig
+from policies.registry import get_learner
+
+OBS_DIM, ACT_DIM, TRANSITIONS = 11, 3, 100_000
+# Default architecture; two epochs are enough for a speed measurement.
+BENCH_DYNAMICS = {"max_epochs": 2, "patience": 2}
+PAIRS = (("mopo", "sac"), ("combo", "cql"))
+
+
+def synthetic_hopper_sized(transitions: int, seed: int = 0) -> TransitionData:
+    """Episodes of 1,000 steps of s' = s + 0.05 tanh(A s + B a), r = 1 - |s|^2 / dim, never terminating."""
+    g = torch.Generator().manual_seed(seed)
+    a_matrix, b_matrix = torch.randn(OBS_DIM, OBS_DIM, generator=g) / OBS_DIM**0.5, torch.randn(OBS_DIM, ACT_DIM, generator=g)
+    actions = torch.rand(transitions, ACT_DIM, generator=g) * 2 - 1
+    observations = torch.zeros(transitions + 1, OBS_DIM)
+    for t in range(transitions):
+        state = torch.randn(OBS_DIM, generator=g) * 0.1 if t % 1000 == 0 else observations[t]
+        observations[t] = state
+        observations[t + 1] = state + 0.05 * torch.tanh(a_matrix @ state + b_matrix @ actions[t])
+    next_observations = observations[1:].clone()
+    starts = (torch.arange(transitions) % 1000 == 0).float()
+    info = DatasetInfo(
+        dataset_id="synthetic/hopper-sized-v0",
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32),
+        action_space=gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32),
+    )
+    return TransitionData(
+        observations=observations[:-1].contiguous(),
+        actions=actions,
+        rewards=1.0 - next_observations.pow(2).mean(1),
+        next_observations=next_observations,
+        terminals=torch.zeros(transitions),
+        timeouts=torch.roll(starts, -1),
+        episode_starts=starts,
+        info=info,
+    )
+
+
+def make_learner(algo: str, data: TransitionData, steps: int, extras: dict | None = None):
+    entry = get_learner(algo)
+    config = resolve_algo_config(algo, data.info.dataset_id)
+    context = LearnerContext.from_data(data, steps, data.device)
+    context.extras.update(extras or {})
+    return entry.learner_cls(build_config(entry.config_cls, config["learner"], f"{algo}.learner"), context), config
+
+
+def rollout_rates(data: TransitionData, model: DynamicsService, folder: Path, repeats: int = 3) -> dict:
+    learner, config = make_learner("mopo", data, 1000)
+    rollouts = config["rollouts"]
+    generator = RolloutGenerator(model, data.observations, rollouts["horizon"], rollouts["batch_size"], seed=0)
+    store = RolloutStore.create(folder / "bench.zarr", obs_dim=OBS_DIM, act_dim=ACT_DIM, uncertainty_names=list(FEATURE_NAMES), metadata={})
+    generate_seconds, write_seconds, rows = [], [], 0
+    for number in range(repeats):
+        started = time.perf_counter()
+        generation = generator.generate(learner, number, 0)
+        generate_seconds.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        store.append(generation)
+        write_seconds.append(time.perf_counter() - started)
+        rows = len(generation)
+    generate, write = float(np.median(generate_seconds)), float(np.median(write_seconds))
+    return {
+        "batch_size": rollouts["batch_size"],
+        "horizon": rollouts["horizon"],
+        "transitions_per_generation": rows,
+        "generate_seconds": generate,
+        "zarr_append_seconds": write,
+        "generate_transitions_per_second": rows / generate,
+        "zarr_append_transitions_per_second": rows / write,
+        "generate_and_append_transitions_per_second": rows / (generate + write),
+        "zarr_bytes_per_transition": sum(f.stat().st_size for f in (folder / "bench.zarr").rglob("*") if f.is_file()) / (rows * repeats),
+    }
+
+
+def updates_per_second(algo: str, data: TransitionData, steps: int, dynamics_store: str, folder: Path) -> dict:
+    entry = get_learner(algo)
+    config = resolve_algo_config(algo, data.info.dataset_id, {"dynamics": BENCH_DYNAMICS})
+    trainer_config = build_config(TrainerConfig, {**config["trainer"], "steps": steps, "log_every": steps, "eval_every": 10 * steps}, "trainer")
+    extras = {}
+    if entry.model_based:
+        setup = prepare_model_based_run(algo, data, config, folder / algo, data.device, seed=0, dynamics_store=dynamics_store)
+        sampler, extras = setup.sampler, setup.context_extras
+    else:
+        sampler = RealSampler(data, trainer_config.batch_size, seed=0)
+    learner, _ = make_learner(algo, data, steps, extras)
+    trainer = OfflineTrainer(learner, sampler, trainer_config, progress=False)
+    started = time.perf_counter()
+    trainer.fit()
+    sampler.close()  # waits for the last generation's write: counted
+    seconds = time.perf_counter() - started
+    return {"steps": steps, "seconds": seconds, "updates_per_second": steps / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3000, help="updates per learner (default 3000: three rollout refreshes)")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    data = synthetic_hopper_sized(TRANSITIONS)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        store = str(folder / "dynamics")
+        started = time.perf_counter()
+        model = DynamicsService.fit(data, BENCH_DYNAMICS, store=store, progress=False)
+        print(f"dynamics model ({BENCH_DYNAMICS}) trained in {time.perf_counter() - started:.0f} s", flush=True)
+        rollouts = rollout_rates(data, model, folder)
+        print(json.dumps(rollouts, indent=2), flush=True)
+        trainer = {}
+        for model_based, model_free in PAIRS:
+            for algo in (model_free, model_based):
+                trainer[algo] = updates_per_second(algo, data, args.steps, store, folder)
+                print(algo, json.dumps(trainer[algo]), flush=True)
+            trainer[f"{model_based}_vs_{model_free}"] = trainer[model_based]["updates_per_second"] / trainer[model_free]["updates_per_second"]
+    result = {
+        "command": f"/work/venv/bin/python benchmarks/model_based.py --steps {args.steps} --threads {args.threads}",
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__, "threads": args.threads},
+        "data": f"synthetic Hopper-sized (obs {OBS_DIM}, act {ACT_DIM}), {TRANSITIONS} transitions",
+        "rollout_generation": rollouts,
+        "trainer": trainer,
+        "target": "model-based updates/s >= 0.75 x its model-free twin",
+    }
+    path = Path(__file__).resolve().parent / "results" / "model_based.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
