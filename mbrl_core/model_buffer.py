@@ -170,6 +170,7 @@ class MixedSampler:
         self.replay_numbers = [g["number"] for g in replay.generations] if replay is not None else []
         self.generations_done = 0
         self.last_refresh_step: int | None = None
+        self.store_aligned = False
 
     # ------------------------------------------------------------------ the hot path
 
@@ -201,9 +202,19 @@ class MixedSampler:
             generation = self.source.generate(learner, number, step)
             self.buffer.add(generation, source="own")
             if self.writer is not None:
+                self._align_store(number)
                 self.writer.submit(generation)
         self.generations_done += 1
         return self._refresh_metrics(generation, time.perf_counter() - started)
+
+    def _align_store(self, number: int) -> None:
+        """Before this sampler's first write, forget stored generations numbered ``number`` or later:
+        those written after the checkpoint being resumed, or by an earlier run in the same folder."""
+        if self.store_aligned:
+            return
+        self.writer.flush()
+        self.store.truncate(keep_below=number)
+        self.store_aligned = True
 
     def _refresh_metrics(self, generation: RolloutGeneration, seconds: float) -> dict[str, float]:
         lengths = torch.bincount(generation.rollout_ids).float()
@@ -241,9 +252,6 @@ class MixedSampler:
             self.source.load_state_dict(state["source"])
         self.generations_done = state["generations_done"]
         self.last_refresh_step = state["last_refresh_step"]
-        if self.store is not None:
-            self.writer.flush()
-            self.store.truncate(keep_below=self.generations_done)  # drop what was generated after the checkpoint
         self.buffer.slots.clear()
         for entry in state["layout"]:
             self.buffer.place(self._reload(Slot(**entry)), Slot(**entry))
