@@ -26,7 +26,7 @@ import torch
 
 from dynamics.server import TOKEN_ENV
 from dynamics.service import ModelStep, Prediction
-from dynamics.wire import decode_prediction, decode_step, encode_rows
+from dynamics.wire import concat_predictions, concat_steps, decode_prediction, decode_step, encode_rows
 from mbrl_core.errors import MbrlError
 
 # a server that closed a kept-alive connection shows up as one of these on the next request
@@ -62,17 +62,35 @@ class DynamicsClient:
     # ------------------------------------------------------------------ the service's interface
 
     def predict(self, observations, actions, per_member: bool = False) -> Prediction:
-        payload = {"observations": encode_rows(observations), "actions": encode_rows(actions), "per_member": per_member}
-        return decode_prediction(self._request("POST", "/v1/predict", payload), self.device)
+        """The service's prediction; more rows than the server takes per request go as consecutive requests."""
+        parts = [
+            decode_prediction(self._request("POST", "/v1/predict", {"observations": obs, "actions": act, "per_member": per_member}), self.device)
+            for obs, act in self._blocks(observations, actions)
+        ]
+        return concat_predictions(parts)
 
     def step(self, observations, actions, generator: torch.Generator | None = None, seed: int | None = None) -> ModelStep:
-        """A model step sampled on the server from ``seed``, or from a seed drawn from ``generator``."""
-        if seed is None:
-            if generator is None:
-                raise MbrlError("step needs a generator or a seed (the server samples reproducibly from a seed)")
-            seed = int(torch.randint(0, torch.iinfo(torch.int64).max, (1,), generator=generator, device=generator.device))
-        payload = {"observations": encode_rows(observations), "actions": encode_rows(actions), "seed": seed}
-        return decode_step(self._request("POST", "/v1/step", payload), self.device)
+        """A model step sampled on the server from ``seed``, or from seeds drawn from ``generator``
+        (one per block when the rows exceed the server's per-request limit)."""
+        blocks = self._blocks(observations, actions)
+        if seed is not None and len(blocks) > 1:
+            raise MbrlError(f"step with an explicit seed must fit one request ({self.info()['limits']['max_request_rows']} rows); "
+                            "pass a generator instead to split it")
+        if seed is None and generator is None:
+            raise MbrlError("step needs a generator or a seed (the server samples reproducibly from a seed)")
+        parts = []
+        for obs, act in blocks:
+            block_seed = seed if seed is not None else _draw_seed(generator)
+            parts.append(decode_step(self._request("POST", "/v1/step", {"observations": obs, "actions": act, "seed": block_seed}), self.device))
+        return concat_steps(parts)
+
+    def _blocks(self, observations, actions) -> list[tuple[list, list]]:
+        """The rows as JSON-ready lists, in blocks of at most the server's per-request limit."""
+        observations, actions = encode_rows(observations), encode_rows(actions)
+        if len(observations) != len(actions):
+            raise MbrlError(f"observations has {len(observations)} rows but actions has {len(actions)}")
+        limit = self.info()["limits"]["max_request_rows"]
+        return [(observations[i : i + limit], actions[i : i + limit]) for i in range(0, max(len(observations), 1), limit)]
 
     @property
     def key(self) -> str:
@@ -90,10 +108,10 @@ class DynamicsClient:
     def disagreement_stats(self) -> dict[str, float]:
         return self.info()["disagreement_stats"]
 
-    def info(self) -> dict[str, Any]:
-        """The served model's metadata (key, spaces, elites, metrics, limits); fetched once.
-        Unbounded space bounds come back as null (JSON has no infinity)."""
-        if self._info is None:
+    def info(self, refresh: bool = False) -> dict[str, Any]:
+        """The served model's metadata (key, spaces, elites, metrics, limits, server stats); fetched once
+        unless ``refresh``. Unbounded space bounds come back as null (JSON has no infinity)."""
+        if self._info is None or refresh:
             self._info = self._request("GET", "/v1/info")
         return self._info
 
@@ -147,3 +165,7 @@ class DynamicsClient:
             reason = result.get("error") if isinstance(result, dict) else content[:200].decode(errors="replace")
             raise RemoteError(response.status, f"dynamics server {method} {path}: {response.status} {reason}")
         return result
+
+
+def _draw_seed(generator: torch.Generator) -> int:
+    return int(torch.randint(0, torch.iinfo(torch.int64).max, (1,), generator=generator, device=generator.device))

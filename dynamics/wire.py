@@ -139,6 +139,29 @@ def slice_prediction(prediction: Prediction, start: int, stop: int, per_member: 
     )
 
 
+def concat_predictions(parts: list[Prediction]) -> Prediction:
+    """Predictions of consecutive row blocks as one (a client splitting a request larger than the server's limit)."""
+    members = parts[0].member_means is not None
+    return Prediction(
+        *_concat_outputs(parts),
+        torch.cat([p.member_means for p in parts], dim=1) if members else None,
+        torch.cat([p.member_stds for p in parts], dim=1) if members else None,
+    )
+
+
+def concat_steps(parts: list[ModelStep]) -> ModelStep:
+    return ModelStep(*_concat_outputs(parts))
+
+
+def _concat_outputs(parts: list[Prediction] | list[ModelStep]) -> tuple:
+    return (
+        torch.cat([p.next_observations for p in parts]),
+        torch.cat([p.rewards for p in parts]),
+        torch.cat([p.terminals for p in parts]),
+        {name: torch.cat([p.uncertainty[name] for p in parts]) for name in parts[0].uncertainty},
+    )
+
+
 # ---------------------------------------------------------------------- responses
 
 

@@ -19,10 +19,11 @@ import pytest
 import torch
 
 from dynamics.client import DynamicsClient, RemoteError
+from dynamics.rollouts import branched_rollouts
 from dynamics.server import DynamicsServer, ServeConfig, check_bind_allowed
 from dynamics.service import DynamicsService
 from dynamics.uncertainty import FEATURE_NAMES
-from mbrl_core.errors import ConfigError
+from mbrl_core.errors import ConfigError, MbrlError
 
 TINY = {
     "ensemble_size": 3,
@@ -126,6 +127,28 @@ def test_raw_http_predictions_equal_the_in_process_ones(server, service, small_d
     assert torch.equal(torch.tensor(answer["next_observations"]), service.step(obs, act, torch.Generator().manual_seed(3)).next_observations)
 
 
+def test_client_splits_more_rows_than_the_server_takes(client, service, small_data):
+    obs, act = rows(small_data, 2 * MAX_ROWS + 10)
+    local, remote = service.predict(obs, act, per_member=True), client.predict(obs, act, per_member=True)
+    for field in ("next_observations", "rewards", "member_means", "member_stds"):
+        assert torch.allclose(getattr(local, field), getattr(remote, field), atol=1e-6), field
+    first, again = (client.step(obs, act, torch.Generator().manual_seed(2)) for _ in range(2))
+    assert first.next_observations.shape == (2 * MAX_ROWS + 10, 4) and torch.equal(first.next_observations, again.next_observations)
+    with pytest.raises(MbrlError, match=f"explicit seed must fit one request \\({MAX_ROWS} rows\\)"):
+        client.step(obs, act, seed=1)
+
+
+def test_client_drives_branched_rollouts_like_the_service(client, small_data):
+    def act(observations: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(observations), 1)
+
+    starts = small_data.observations[:100]
+    first = branched_rollouts(client, act, starts, 3, torch.Generator().manual_seed(0))
+    again = branched_rollouts(client, act, starts, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(first["next_observations"], again["next_observations"])
+    assert len(first["rewards"]) >= 100 and set(first["uncertainty"]) == set(FEATURE_NAMES)
+
+
 def test_info_and_health(server, service, client):
     status, info = get(server.url + "/v1/info")
     assert status == 200 and info["key"] == service.key and info["elites"] == service.elites
@@ -191,9 +214,9 @@ def test_transport_refusals_are_4xx_too(server, client, small_data):
     assert _raw(host, port, chunked).startswith(b"HTTP/1.1 411")
     assert _raw(host, port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
     # the client turns a refusal into one clear error
-    with pytest.raises(RemoteError, match="413 observations has 65 rows") as error:
-        client.predict(*rows(small_data, MAX_ROWS + 1))
-    assert error.value.status == 413
+    with pytest.raises(RemoteError, match="404 no endpoint /v2/predict") as error:
+        client._request("POST", "/v2/predict", {})
+    assert error.value.status == 404
     assert client.health() == {"status": "ok"}
 
 
