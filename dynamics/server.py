@@ -304,7 +304,7 @@ class DynamicsServer(ThreadingHTTPServer):
                 self._connections[connection] = busy
 
     def handle_error(self, request, client_address) -> None:
-        # a client that hung up mid-response is routine; anything else is worth a traceback
+        # a client hanging up mid-response is routine: a debug line, not a traceback on stderr
         logger.debug("connection from %s ended with an error", client_address[0], exc_info=True)
 
 

@@ -103,10 +103,12 @@ def _rows(payload: dict[str, Any], name: str, dim: int, max_rows: int) -> np.nda
         raise WireError(400, f"{name} must hold numbers only")
     if array.ndim != 2 or array.shape[1] != dim:
         raise WireError(400, f"{name} must have shape [rows, {dim}], got {list(array.shape)}")
+    with np.errstate(over="ignore"):
+        array = array.astype(np.float32)
     finite = np.isfinite(array).all(axis=1)
     if not finite.all():
-        raise WireError(400, f"{name} row {int(np.argmin(finite))} contains NaN or infinity")
-    return array.astype(np.float32)
+        raise WireError(400, f"{name} row {int(np.argmin(finite))} contains NaN or infinity (or a number beyond float32's range)")
+    return array
 
 
 def _seed(payload: dict[str, Any]) -> int:

@@ -183,6 +183,7 @@ BAD_REQUESTS = [
     ("nan", "/v1/predict", lambda d: b'{"observations": [[0,0,0,0],[0,NaN,0,0]], "actions": [[0],[0]]}', "application/json", 400,
      "observations row 1 contains NaN or infinity"),
     ("infinity", "/v1/step", lambda d: {**_valid(d), "actions": [[0.0], [1e999]], "seed": 0}, "application/json", 400, "actions row 1"),
+    ("beyond float32", "/v1/predict", lambda d: {**_valid(d, 1), "actions": [[1e39]]}, "application/json", 400, "actions row 0"),
     ("row counts differ", "/v1/predict", lambda d: {**_valid(d, 3), "actions": [[0.0]]}, "application/json", 400, "3 rows but actions has 1"),
     ("empty", "/v1/predict", lambda d: {"observations": [], "actions": []}, "application/json", 400, "non-empty list"),
     ("too many rows", "/v1/predict", lambda d: _valid(d, MAX_ROWS + 1), "application/json", 413, f"limit of {MAX_ROWS}"),
