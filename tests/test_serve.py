@@ -20,7 +20,7 @@ import torch
 
 from dynamics.client import DynamicsClient, RemoteError
 from dynamics.rollouts import branched_rollouts
-from dynamics.server import DynamicsServer, ServeConfig, check_bind_allowed
+from dynamics.server import DynamicsServer, ServeConfig, check_bind_allowed, read_token
 from dynamics.service import DynamicsService
 from dynamics.uncertainty import FEATURE_NAMES
 from mbrl_core.errors import ConfigError, MbrlError
@@ -248,6 +248,16 @@ def test_non_loopback_host_needs_a_token_or_insecure():
     check_bind_allowed(ServeConfig(host="0.0.0.0", insecure=True))
     for loopback in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
         check_bind_allowed(ServeConfig(host=loopback))
+
+
+def test_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MBRL_SERVE_TOKEN", "from-env")
+    (tmp_path / "token").write_text("from-file\n")
+    assert read_token(str(tmp_path / "token")) == "from-file" and read_token(None) == "from-env"
+    with pytest.raises(ConfigError, match="cannot read --token-file"):
+        read_token(str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="token is empty"):
+        ServeConfig(token=" ")
 
 
 # ---------------------------------------------------------------------- load and shutdown
