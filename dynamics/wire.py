@@ -211,7 +211,7 @@ def dumps(payload: Any) -> bytes:
     return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
 
 
-# ---------------------------------------------------------------------- responses (client side)
+# ---------------------------------------------------------------------- client side: rows out, responses in
 
 
 def decode_prediction(payload: dict[str, Any], device: torch.device | str = "cpu") -> Prediction:
