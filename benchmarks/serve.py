@@ -178,7 +178,7 @@ def main() -> None:
         ]
         config = service.config
         results = {
-            "command": "/work/venv/bin/python benchmarks/serve.py " + " ".join(sys.argv[1:]),
+            "command": " ".join(["/work/venv/bin/python", "benchmarks/serve.py", *sys.argv[1:]]),
             "machine": {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in load_at_start],
                         "python": platform.python_version(), "torch": torch.__version__},
             "model": {"key": key, "dataset": service.meta["dataset"]["id"], "obs_dim": obs_dim, "act_dim": act_dim,
