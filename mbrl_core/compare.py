@@ -15,13 +15,15 @@ the machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from mbrl_core.atomic import save_json
 from mbrl_core.config import build_config, resolve_algo_config
@@ -179,20 +181,33 @@ def init_worker(threads: int) -> None:
 def train_task(task: RunTask, steps: int, overrides: dict[str, Any], folder: str, device: str, dynamics_store: str | None, progress: bool) -> str:
     from mbrl_core.runs import train_run
 
-    run_dir = train_run(
-        task.algo,
-        task.dataset_id,
-        steps=steps,
-        seed=task.seed,
-        overrides=overrides,
-        runs_dir=Path(folder) / RUNS_SUBDIR,
-        run_name=task.name,
-        resume=True,
-        device=device,
-        dynamics_store=dynamics_store,
-        progress=progress,
-    )
+    runs_dir = Path(folder) / RUNS_SUBDIR
+    # Without a progress bar (parallel workers) a run's evaluation lines go to its folder, not the shared terminal.
+    with stdout_to(None if progress else runs_dir / task.name / "train.log"):
+        run_dir = train_run(
+            task.algo,
+            task.dataset_id,
+            steps=steps,
+            seed=task.seed,
+            overrides=overrides,
+            runs_dir=runs_dir,
+            run_name=task.name,
+            resume=True,
+            device=device,
+            dynamics_store=dynamics_store,
+            progress=progress,
+        )
     return str(run_dir)
+
+
+@contextlib.contextmanager
+def stdout_to(path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as stream, contextlib.redirect_stdout(stream):
+        yield
 
 
 def pretrain_task(task: DynamicsTask, device: str, dynamics_store: str | None, progress: bool) -> dict[str, Any]:
@@ -249,7 +264,7 @@ def run_compare(
         log(f"{len(outcome.skipped)} of {len(tasks)} runs already finished in {folder}: skipped")
     executor = make_executor(workers)
     try:
-        GridSchedule(executor, spec, outcome, device, dynamics_store, progress=workers == 1, log=log, total=len(tasks)).run(todo)
+        GridSchedule(executor, workers, spec, outcome, device, dynamics_store, progress=workers == 1, log=log, total=len(tasks)).run(todo)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
     return outcome
@@ -257,14 +272,15 @@ def run_compare(
 
 @dataclass
 class GridSchedule:
-    """Submits the grid's work in dependency order and records results as they complete.
+    """Hands the grid's work to the executor, at most ``capacity`` tasks at a time, and records results.
 
-    Dynamics models go first (they start at once), then model-free runs; a
-    dataset's model-based runs are released when all its dynamics models exist.
-    A task that is already done when submitted (``workers=1``) is recorded at once.
+    Dynamics models go first, then model-free runs; a dataset's model-based runs
+    jump the queue once all its dynamics models exist (they are the longest
+    runs, so starting them early keeps the workers evenly busy to the end).
     """
 
     executor: Executor
+    capacity: int
     spec: CompareSpec
     outcome: CompareOutcome
     device: str
@@ -272,6 +288,7 @@ class GridSchedule:
     progress: bool
     log: Callable[[str], None]
     total: int
+    queue: deque[RunTask | DynamicsTask] = field(default_factory=deque)
     pending: dict[Future, RunTask | DynamicsTask] = field(default_factory=dict)
     waiting: dict[str, list[RunTask]] = field(default_factory=dict)  # dataset id -> model-based runs not yet released
     models_left: dict[str, int] = field(default_factory=dict)  # dataset id -> dynamics models still training
@@ -280,24 +297,24 @@ class GridSchedule:
         dynamics_plan = plan_dynamics(self.spec, todo)
         self.models_left = {dataset_id: len(models) for dataset_id, models in dynamics_plan.items()}
         self.waiting = {dataset_id: [task for task in todo if task.model_based and task.dataset_id == dataset_id] for dataset_id in dynamics_plan}
-        for model in (model for models in dynamics_plan.values() for model in models):
-            self.submit(model, pretrain_task, model, self.device, self.dynamics_store, self.progress)
-        for task in todo:
-            if not task.model_based:
-                self.submit_run(task)
+        self.queue.extend(model for models in dynamics_plan.values() for model in models)
+        self.queue.extend(task for task in todo if not task.model_based)
+        self.fill()
         while self.pending:
             done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
             for future in [future for future in self.pending if future in done]:  # in submission order
                 self.complete(future)
+            self.fill()
 
-    def submit(self, task: RunTask | DynamicsTask, fn: Callable, *arguments) -> None:
-        future = self.executor.submit(fn, *arguments)
-        self.pending[future] = task
-        if future.done():
-            self.complete(future)
-
-    def submit_run(self, task: RunTask) -> None:
-        self.submit(task, train_task, task, self.spec.steps, self.spec.overrides, str(self.outcome.folder), self.device, self.dynamics_store, self.progress)
+    def fill(self) -> None:
+        while self.queue and len(self.pending) < self.capacity:
+            task = self.queue.popleft()
+            if isinstance(task, DynamicsTask):
+                future = self.executor.submit(pretrain_task, task, self.device, self.dynamics_store, self.progress)
+            else:
+                folder = str(self.outcome.folder)
+                future = self.executor.submit(train_task, task, self.spec.steps, self.spec.overrides, folder, self.device, self.dynamics_store, self.progress)
+            self.pending[future] = task
 
     def complete(self, future: Future) -> None:
         task = self.pending.pop(future)
@@ -310,8 +327,7 @@ class GridSchedule:
             for run in self.waiting.pop(task.dataset_id, []):
                 self.outcome.failed[run.name] = f"its dynamics model failed ({failure})"
         elif self.models_left[task.dataset_id] == 0:
-            for run in self.waiting.pop(task.dataset_id, []):
-                self.submit_run(run)
+            self.queue.extendleft(reversed(self.waiting.pop(task.dataset_id, [])))
 
     def finish_dynamics(self, future: Future, task: DynamicsTask) -> str | None:
         """Record a pretrained dynamics model; returns the error text if it failed."""
