@@ -445,12 +445,16 @@ def plot_file_name(dataset_id: str) -> str:
 # ---------------------------------------------------------------- documents
 
 
+def count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def header_lines(data: ReportData) -> list[str]:
     runs = [run for cell in data.cells for run in cell.runs]
     budgets = sorted({run.steps for run in runs})
     episodes = sorted({run.eval_episodes for run in runs})
     lines = [
-        f"{len(runs)} finished runs: {len({c.algo for c in data.cells})} learners x {len(data.datasets)} datasets, "
+        f"{count(len(runs), 'finished run')}: {count(len({c.algo for c in data.cells}), 'learner')} x {count(len(data.datasets), 'dataset')}, "
         f"budget {' / '.join(f'{steps:,}' for steps in budgets)} gradient steps, final evaluation over {' / '.join(map(str, episodes))} episodes.",
         "Final = the policy after the last step (the headline). Best during training = the best periodic evaluation; "
         "choosing it peeks at the environment, so it is optimistic. Std is over seeds (n-1); IQM is the mean of the middle "
