@@ -146,3 +146,18 @@ def test_workers_share_the_cores():
         assert executor.submit(torch.get_num_threads).result() == threads_per_worker(2)
     finally:
         executor.shutdown()
+
+
+def test_quickstart_and_report_commands(minari_root, store, tmp_path, capsys):
+    from mbrl_core.cli import main
+
+    quick = ["--algos", "bc", "--seeds", "1", "--steps", "20", "--workers", "1", "--out", str(tmp_path), "--dynamics-store", store,
+             "--set", "trainer.eval_every=10", "--set", "trainer.eval_episodes=1", "--set", "hidden_sizes=[16,16]"]
+    assert main(["quickstart", *quick]) == 0
+    first = capsys.readouterr().out
+    folder = tmp_path / "compare-quickstart-20steps"
+    assert "Results: mbrl/invertedpendulum/noisy-v0 (normalized score)" in first and f"report: {folder / 'report.html'}" in first
+    assert main(["quickstart", *quick]) == 0  # the second time everything is found
+    assert "1 of 1 runs already finished" in capsys.readouterr().out
+    assert main(["report", str(folder)]) == 0
+    assert "| bc " in capsys.readouterr().out

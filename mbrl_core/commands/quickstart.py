@@ -20,7 +20,7 @@ OVERRIDES = ["trainer.eval_every=1000", "trainer.eval_episodes=5"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", default="quickstart", help="compare folder name (default: quickstart; re-running resumes it)")
+    parser.add_argument("--name", default=None, help="compare folder name (default: quickstart, or quickstart-<N>steps with --steps N; re-running resumes it)")
     add_grid_arguments(parser, steps=STEPS, seeds=SEEDS, algos=ALGOS, workers=WORKERS)
 
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     dataset_id = build_default_dataset()
     spec = CompareSpec(
-        name=args.name,
+        name=args.name or ("quickstart" if args.steps == STEPS else f"quickstart-{args.steps}steps"),
         datasets=(dataset_id,),
         algos=tuple(args.algos),
         seeds=tuple(range(args.seeds)),
