@@ -27,6 +27,15 @@ from policies.registry import get_learner
 
 OBS_DIM, ACT_DIM, BATCH = 11, 3, 256
 LEARNERS = ["bc", "td3bc", "iql", "awac", "cql", "sac"]
+# Not defaults: AWAC and CQL with 2x256 networks (CORL uses 3x256), to compare equal work with
+# libraries whose default networks are 2x256.
+VARIANTS = {"awac-2x256": ("awac", {"hidden_sizes": (256, 256)}), "cql-2x256": ("cql", {"hidden_sizes": (256, 256)})}
+
+
+def learner_config(row: str):
+    """(learner name, config) of a table row: a learner's defaults or a variant."""
+    name, overrides = VARIANTS.get(row, (row, {}))
+    return name, get_learner(name).config_cls(**overrides)
 # A widely used library on this machine class, 1 thread (from the issue).
 REFERENCE_1_THREAD = {"iql": 55.0, "td3bc": 71.0, "awac": 65.0, "bc": 176.0, "cql": 8.0}
 TARGET_SPEEDUP = {"iql": 2.0, "td3bc": 2.0, "awac": 2.0, "cql": 1.5}
@@ -157,9 +166,9 @@ def random_batches(count: int, generator: torch.Generator) -> list[Batch]:
     return [batch() for _ in range(count)]
 
 
-def updates_per_second(name: str, batches: list[Batch], seconds: float, warmup: int = 5) -> tuple[float, float]:
-    entry = get_learner(name)
-    learner = entry.learner_cls(entry.config_cls(), hopper_context())
+def updates_per_second(row: str, batches: list[Batch], seconds: float, warmup: int = 5) -> tuple[float, float]:
+    name, config = learner_config(row)
+    learner = get_learner(name).learner_cls(config, hopper_context())
     for i in range(warmup):
         learner.update(batches[i % len(batches)])
     done = [0]
@@ -184,15 +193,16 @@ def run(threads: list[int], seconds: float, names: list[str]) -> dict:
         rows = {}
         for name in names:
             speed, per_cpu_second = updates_per_second(name, batches, seconds)
-            flops = flops_per_update(name, get_learner(name).config_cls())
+            flops = flops_per_update(*learner_config(name))
             rows[name] = {
                 "updates_per_second": speed,
                 "updates_per_cpu_second": per_cpu_second,
                 "gflop_per_update": flops / 1e9,
                 "efficiency": flops * speed / rate,
             }
-            if count == 1 and name in REFERENCE_1_THREAD:
-                rows[name]["speedup_vs_reference"] = speed / REFERENCE_1_THREAD[name]
+            reference = REFERENCE_1_THREAD.get(learner_config(name)[0])
+            if count == 1 and reference:
+                rows[name]["speedup_vs_reference"] = speed / reference
         results["threads"][str(count)] = {"matmul_gflops": rate / 1e9, "learners": rows}
     results["load_average_after"] = os.getloadavg()
     return results
@@ -200,7 +210,7 @@ def run(threads: list[int], seconds: float, names: list[str]) -> dict:
 
 def print_table(results: dict) -> None:
     counts = list(results["threads"])
-    print("learner  GFLOP/upd  " + "  ".join(f"{c}T upd/s  {c}T eff  {c}T upd/cpu-s" for c in counts) + "   ref(1T)  x ref  target")
+    print("learner     GFLOP/upd  " + "  ".join(f"{c}T upd/s  {c}T eff  {c}T upd/cpu-s" for c in counts) + "   ref(1T)  x ref  target")
     names = list(next(iter(results["threads"].values()))["learners"])
     for name in names:
         first = results["threads"][counts[0]]["learners"][name]
@@ -208,9 +218,10 @@ def print_table(results: dict) -> None:
             "{updates_per_second:8.1f}  {efficiency:6.0%}  {updates_per_cpu_second:12.1f}".format(**results["threads"][c]["learners"][name])
             for c in counts
         )
-        reference = REFERENCE_1_THREAD.get(name)
-        ref = f"{reference:7.0f}  {first['updates_per_second'] / reference:5.2f}  {TARGET_SPEEDUP.get(name, '-')}" if reference else "      -      -  -"
-        print(f"{name:7s}  {first['gflop_per_update']:9.3f}  {cells}   {ref}")
+        reference = REFERENCE_1_THREAD.get(learner_config(name)[0])
+        target = TARGET_SPEEDUP.get(name, "-")
+        ref = f"{reference:7.0f}  {first['updates_per_second'] / reference:5.2f}  {target}" if reference else "      -      -  -"
+        print(f"{name:10s}  {first['gflop_per_update']:9.3f}  {cells}   {ref}")
     for c in counts:
         print(f"matmul rate, {c} thread(s): {results['threads'][c]['matmul_gflops']:.1f} GFLOP/s (16 x 256x256x256 bmm)")
     print("load average before/after: {} / {}".format(*(tuple(round(x, 2) for x in results[k]) for k in ("load_average_before", "load_average_after"))))
@@ -220,7 +231,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=float, default=5.0, help="measurement time per learner and thread count")
-    parser.add_argument("--learners", nargs="+", default=LEARNERS, choices=LEARNERS)
+    parser.add_argument("--learners", nargs="+", default=LEARNERS + list(VARIANTS), choices=LEARNERS + list(VARIANTS))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "throughput.json"))
     args = parser.parse_args()
     results = run(args.threads, args.seconds, args.learners)
