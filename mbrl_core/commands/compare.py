@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "train learners x datasets x seeds under one budget (resumable) and write a report"
 
@@ -50,7 +51,11 @@ def run_grid(spec, args: argparse.Namespace) -> int:
     from mbrl_core.compare import report_compare, run_compare
     from mbrl_core.report import terminal_summary
 
-    outcome = run_compare(spec, runs_dir=args.out, workers=args.workers, device=args.device, dynamics_store=args.dynamics_store)
+    try:
+        outcome = run_compare(spec, runs_dir=args.out, workers=args.workers, device=args.device, dynamics_store=args.dynamics_store)
+    except KeyboardInterrupt:
+        print("interrupted: finished runs and checkpoints are kept; run the same command again to resume", file=sys.stderr)
+        return 130
     if outcome.trained or outcome.skipped:
         data, paths = report_compare(outcome.folder)
         print(f"\n{terminal_summary(data)}\n\nreport: {paths.html}\n        {paths.markdown}")
