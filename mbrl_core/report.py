@@ -18,7 +18,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -234,6 +234,24 @@ def best_of_family(cells: Sequence[CellSummary], model_based: bool) -> CellSumma
     return max(family, key=lambda cell: cell.final_mean, default=None)
 
 
+def summarize_dynamics(costs: dict[str, tuple[float, dict[str, Any] | None]], records: Sequence[RunRecord]) -> list[DynamicsSummary]:
+    summaries = []
+    for key, (seconds, metrics) in costs.items():
+        users = [record for record in records if record.dynamics_key == key]
+        summaries.append(DynamicsSummary(key, tuple(sorted({record.dataset_id for record in users})), len(users), seconds, metrics))
+    return summaries
+
+
+def cell_order(datasets: Sequence[str], algo_order: Sequence[str]) -> Callable[[CellSummary], tuple]:
+    """Datasets in order; within one, the compare's learner order, else model-based first, then by name."""
+    rank = {algo: index for index, algo in enumerate(algo_order)}
+
+    def key(cell: CellSummary) -> tuple:
+        return (datasets.index(cell.dataset_id), rank.get(cell.algo, len(rank)), not cell.model_based, cell.algo)
+
+    return key
+
+
 def summarize(folder: Path, title: str | None = None, algo_order: Sequence[str] = (), dynamics_store: str | None = None) -> ReportData:
     """Read every finished run under ``folder`` and compute the report's numbers."""
     folder = Path(folder)
@@ -252,15 +270,9 @@ def summarize(folder: Path, title: str | None = None, algo_order: Sequence[str] 
     for record in records:
         grouped[(record.dataset_id, record.algo)].append(record)
     datasets = sorted({record.dataset_id for record in records})
-    rank = {algo: index for index, algo in enumerate(algo_order)}
-    order = lambda key: (datasets.index(key[0]), rank.get(key[1], len(rank)), not grouped[key][0].model_based, key[1])  # noqa: E731
-    cells = [summarize_cell(grouped[key]) for key in sorted(grouped, key=order)]
+    cells = sorted((summarize_cell(runs) for runs in grouped.values()), key=cell_order(datasets, algo_order))
     normalized = {dataset: all(record.normalized for record in records if record.dataset_id == dataset) for dataset in datasets}
 
-    dynamics = []
-    for key, (seconds, metrics) in costs.items():
-        users = [record for record in records if record.dynamics_key == key]
-        dynamics.append(DynamicsSummary(key, tuple(sorted({r.dataset_id for r in users})), len(users), seconds, metrics))
     normalized_datasets = [dataset for dataset in datasets if normalized[dataset]]
     aggregate = aggregate_over_datasets([c for c in cells if normalized[c.dataset_id]], normalized_datasets) if len(normalized_datasets) > 1 else []
     return ReportData(
@@ -269,7 +281,7 @@ def summarize(folder: Path, title: str | None = None, algo_order: Sequence[str] 
         normalized=normalized,
         cells=cells,
         aggregate=aggregate,
-        dynamics=dynamics,
+        dynamics=summarize_dynamics(costs, records),
         unfinished=[run_dir.name for run_dir in unfinished],
     )
 
@@ -317,11 +329,14 @@ def family_table(data: ReportData) -> Table:
     for dataset_id in data.datasets:
         cells = data.cells_of(dataset_id)
         model_based, model_free = best_of_family(cells, True), best_of_family(cells, False)
-        describe = lambda cell: f"{cell.algo} {fmt(cell.final_mean)}" if cell else "none run"  # noqa: E731
         gap = f"{model_based.final_mean - model_free.final_mean:+.1f}" if model_based and model_free else "n/a"
-        rows.append((dataset_id, describe(model_based), describe(model_free), gap, verdict(model_based, model_free)))
+        rows.append((dataset_id, best_label(model_based), best_label(model_free), gap, verdict(model_based, model_free)))
     headers = ("dataset", "best model-based (final mean)", "best model-free (final mean)", "gap (MB - MF)", "verdict")
     return Table("Model-based vs model-free (final scores)", headers, tuple(rows))
+
+
+def best_label(cell: CellSummary | None) -> str:
+    return f"{cell.algo} {fmt(cell.final_mean)}" if cell else "none run"
 
 
 def verdict(model_based: CellSummary | None, model_free: CellSummary | None) -> str:
@@ -375,7 +390,10 @@ def dynamics_notes(data: ReportData) -> list[str]:
 def markdown_table(table: Table) -> str:
     """A Markdown table padded to aligned columns, so it reads well in a terminal too."""
     widths = [max(len(cell) for cell in column) for column in zip(table.headers, *table.rows)]
-    line = lambda cells: "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + " |"  # noqa: E731
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + " |"
+
     return "\n".join([line(table.headers), "|" + "|".join("-" * (width + 2) for width in widths) + "|", *(line(row) for row in table.rows)])
 
 
