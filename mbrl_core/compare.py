@@ -121,21 +121,29 @@ def plan_runs(spec: CompareSpec) -> list[RunTask]:
     from mbrl_core.runs import learner_entry
 
     model_based = {algo: learner_entry(algo).model_based for algo in spec.algos}
+    protocols = {}
     for dataset_id in spec.datasets:
         load_minari(dataset_id)
         for algo in spec.algos:
-            check_config(algo, dataset_id, spec.overrides)
+            protocols[f"{algo} on {dataset_id}"] = check_config(algo, dataset_id, spec.overrides)
+    if len(set(protocols.values())) > 1:
+        listing = "; ".join(f"{run}: every {every} steps, {episodes} episodes" for run, (every, episodes) in protocols.items())
+        raise ConfigError(f"the grid's runs would be evaluated differently ({listing}); fix it with --set trainer.eval_every=N --set trainer.eval_episodes=M")
     return [RunTask(algo, dataset_id, seed, model_based[algo]) for dataset_id in spec.datasets for algo in spec.algos for seed in spec.seeds]
 
 
-def check_config(algo: str, dataset_id: str, overrides: dict[str, Any]) -> None:
-    """Refuse a missing config file or a mistyped override once, instead of in every run."""
+def check_config(algo: str, dataset_id: str, overrides: dict[str, Any]) -> tuple[int, int]:
+    """Refuse a missing config file or a mistyped override once, instead of in every run.
+
+    Returns the run's evaluation protocol (eval_every, eval_episodes), which must be the same across the grid.
+    """
     from mbrl_core.runs import learner_entry
     from mbrl_core.trainer import TrainerConfig
 
     config = resolve_algo_config(algo, dataset_id, overrides)
     build_config(learner_entry(algo).config_cls, config.get("learner"), f"{algo}.learner")
-    build_config(TrainerConfig, config.get("trainer"), f"{algo}.trainer")
+    trainer = build_config(TrainerConfig, config.get("trainer"), f"{algo}.trainer")
+    return trainer.eval_every, trainer.eval_episodes
 
 
 def plan_dynamics(spec: CompareSpec, tasks: Sequence[RunTask]) -> dict[str, list[DynamicsTask]]:

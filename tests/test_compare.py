@@ -161,3 +161,16 @@ def test_quickstart_and_report_commands(minari_root, store, tmp_path, capsys):
     assert "1 of 1 runs already finished" in capsys.readouterr().out
     assert main(["report", str(folder)]) == 0
     assert "| bc " in capsys.readouterr().out
+
+
+def test_learners_evaluated_differently_are_refused(small_dataset_id, tmp_path, monkeypatch):
+    import mbrl_core.compare as compare
+    from mbrl_core.config import merge, resolve_algo_config
+
+    def bc_evaluates_more_often(algo, dataset_id=None, overrides=None):
+        config = resolve_algo_config(algo, dataset_id, overrides)
+        return merge(config, {"trainer": {"eval_every": 7}}) if algo == "bc" else config
+
+    monkeypatch.setattr(compare, "resolve_algo_config", bc_evaluates_more_often)
+    with pytest.raises(ConfigError, match="evaluated differently"):
+        run_compare(spec_for(small_dataset_id, "protocol"), runs_dir=tmp_path)
