@@ -14,7 +14,7 @@ system; not MuJoCo data) with the default dynamics ensemble architecture
    writing them to Zarr. The generation at update 0 is inside the timing.
    Target: the model-based learner at >= 75% of its model-free twin's rate.
 
-    /work/venv/bin/python benchmarks/model_based.py [--steps 3000] [--threads 2]
+    /work/venv/bin/python benchmarks/model_based.py [--steps 1000] [--threads 2]
 
 Writes benchmarks/results/model_based.json.
 """
@@ -48,7 +48,7 @@ from mbrl_core.sampler import RealSampler
 from mbrl_core.trainer import OfflineTrainer, TrainerConfig
 from policies.registry import get_learner
 
-OBS_DIM, ACT_DIM, TRANSITIONS = 11, 3, 100_000
+OBS_DIM, ACT_DIM, TRANSITIONS = 11, 3, 30_000
 # Default architecture; two epochs are enough for a speed measurement.
 BENCH_DYNAMICS = {"max_epochs": 2, "patience": 2}
 PAIRS = (("mopo", "sac"), ("combo", "cql"))
@@ -140,7 +140,7 @@ def updates_per_second(algo: str, data: TransitionData, steps: int, dynamics_sto
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000, help="updates per learner (default 3000: three rollout refreshes)")
+    parser.add_argument("--steps", type=int, default=1000, help="updates per learner (default 1000: one rollout refresh, the default cadence)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
