@@ -49,21 +49,25 @@ class TrainingState:
 
 
 class MetricAverager:
-    """Sums metric tensors between log steps without synchronizing the device."""
+    """Sums metric tensors between log steps without synchronizing the device.
+
+    Each metric is averaged over the steps that reported it (a learner's actor
+    metrics may come every other step; a sampler's rollout metrics once per refresh).
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {}
 
     def add(self, metrics: dict[str, Any]) -> None:
         for name, value in metrics.items():
             value = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
             self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
-        self.count += 1
+            self.counts[name] = self.counts.get(name, 0) + 1
 
     def pop(self) -> dict[str, float]:
-        means = {name: float(total) / self.count for name, total in self.sums.items()} if self.count else {}
-        self.sums, self.count = {}, 0
+        means = {name: float(total) / self.counts[name] for name, total in self.sums.items()}
+        self.sums, self.counts = {}, {}
         return means
 
 

@@ -107,3 +107,14 @@ def test_train_run_resume_continues_an_interrupted_run(small_dataset_id, tmp_pat
         steps = [int(r["step"]) for r in csv.DictReader(stream) if r.get("train/updates_per_second")]
     assert steps == [10, 20, 30, 40]
     assert json.loads((resumed / "eval.json").read_text())["steps"] == STEPS
+
+
+def test_metrics_are_averaged_over_the_steps_that_reported_them():
+    from mbrl_core.trainer import MetricAverager
+
+    averager = MetricAverager()
+    averager.add({"critic_loss": torch.tensor(1.0)})
+    averager.add({"critic_loss": torch.tensor(3.0), "actor_loss": torch.tensor(10.0)})
+    averager.add({})
+    assert averager.pop() == {"critic_loss": 2.0, "actor_loss": 10.0}
+    assert averager.pop() == {}
