@@ -30,3 +30,28 @@ def small_data(small_dataset_id):
     from mbrl_core.data import load_dataset
 
     return load_dataset(small_dataset_id)
+
+
+# A small ensemble that trains in seconds on the 5,000-transition InvertedPendulum data.
+TINY_DYNAMICS = {
+    "ensemble_size": 4,
+    "elites": 3,
+    "hidden_dim": 64,
+    "hidden_layers": 2,
+    "weight_decays": [2.5e-5, 5.0e-5, 1.0e-4],
+    "max_epochs": 15,
+    "patience": 3,
+}
+
+
+@pytest.fixture(scope="session")
+def dynamics_store(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("dynamics-store"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(small_data, dynamics_store):
+    """One tiny dynamics model per test session, shared by the rollout and model-based tests."""
+    from dynamics.service import DynamicsService
+
+    return DynamicsService.fit(small_data, TINY_DYNAMICS, store=dynamics_store, progress=False)

@@ -11,7 +11,7 @@ from mbrl_core.learner import LearnerContext
 from mbrl_core.rollout_store import RolloutStore
 from mbrl_core.runs import read_eval, train_run
 from policies.combo import COMBO, COMBOConfig
-from test_rollouts import TINY_DYNAMICS, dynamics_store, tiny_model  # noqa: F401 (shared fixtures)
+from conftest import TINY_DYNAMICS
 
 # Updates per run: the SAC-based learners need a little longer than COMBO to lift Q off the random policy.
 STEPS = {"mopo": 2000, "morel": 2000, "combo": 1500}
