@@ -13,7 +13,10 @@ are restored, and the elites are the members with the lowest holdout MSE.
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 import lightning as L
@@ -252,6 +255,23 @@ class FitResult:
     global_rank_zero: bool
 
 
+@contextmanager
+def lightning_info_silenced(silenced: bool):
+    """Without a progress bar, Lightning's start-up banners (accelerator, logger tips) are noise too."""
+    if not silenced:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def fit_ensemble(
     ensemble: GaussianEnsemble,
     split: TrainingSplit,
@@ -280,8 +300,11 @@ def fit_ensemble(
     options.update(trainer_kwargs)
     if trainer_kwargs.get("callbacks"):
         options["callbacks"] = [snapshots, *trainer_kwargs["callbacks"]]
-    trainer = L.Trainer(**options)
-    trainer.fit(EnsembleLightningModule(ensemble, split, config), train_dataloaders=batches, val_dataloaders=WholeHoldout())
+    with lightning_info_silenced(not progress), warnings.catch_warnings():
+        # Lightning 2.6 + torch 2.13 warn about a deprecated pytree API inside Lightning itself.
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        trainer = L.Trainer(**options)
+        trainer.fit(EnsembleLightningModule(ensemble, split, config), train_dataloaders=batches, val_dataloaders=WholeHoldout())
     snapshots.restore(ensemble)
     return FitResult(
         epochs=trainer.current_epoch,
