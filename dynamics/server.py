@@ -14,8 +14,9 @@ with the service's predict/step interface, in :mod:`dynamics.client`.
 Built on the standard library's ``ThreadingHTTPServer`` (no extra dependency):
 one thread per connection parses and validates JSON, and a single batching
 worker owns the model, so requests arriving within ``max_wait_ms`` of each other
-share one forward pass. Loopback only unless a bearer token is configured (or
-``--insecure``); SIGINT/SIGTERM stop accepting, finish what is in flight, exit 0.
+share one forward pass (a step is still sampled from its own seed alone).
+Loopback only unless a bearer token is configured (or ``--insecure``);
+SIGINT/SIGTERM stop accepting, finish what is in flight, exit 0.
 
 Module-level imports are standard library only: ``mbrl --help`` imports this
 module to list the subcommand, and must not pay for torch.
@@ -114,14 +115,13 @@ _STOP = object()
 
 class BatchingWorker:
     """Owns the model: gathers queued requests and answers all predict requests of a gathering with ONE
-    forward pass, split back per request.
+    forward pass, and all step requests with another, split back per request.
 
     Gathering stops at ``batch_rows`` rows, after ``max_wait_ms``, or as soon as every request the HTTP
     side is handling (``requests_in_progress()``) has joined: a lone client never waits for company.
 
-    Step requests run one ``service.step`` each: a step is reproducible from its own seed, and
-    ``DynamicsService.step`` draws a whole batch from one generator, so sharing a call would make each
-    request's sample depend on which other requests happened to arrive with it.
+    A step is reproducible from its own seed: ``DynamicsService.step_segments`` draws each request's
+    elites and noise from that request's generator, whichever requests share its forward pass.
     """
 
     def __init__(self, service, batch_rows: int, max_wait_ms: float, requests_in_progress: Callable[[], int] | None = None) -> None:
@@ -173,12 +173,10 @@ class BatchingWorker:
         return jobs, False
 
     def _answer(self, jobs: list[Job]) -> None:
-        predictions = [job for job in jobs if job.kind == "predict"]
-        if predictions:
-            self._settle(predictions, self._predict_batch)
-        for job in jobs:
-            if job.kind == "step":
-                self._settle([job], self._step)
+        for kind, compute in (("predict", self._predict_batch), ("step", self._step_batch)):
+            group = [job for job in jobs if job.kind == kind]
+            if group:
+                self._settle(group, compute)
 
     @staticmethod
     def _settle(jobs: list[Job], compute: Callable[[list[Job]], list]) -> None:
@@ -205,13 +203,17 @@ class BatchingWorker:
             start = stop
         return results
 
-    def _step(self, jobs: list[Job]) -> list:
+    def _step_batch(self, jobs: list[Job]) -> list:
         import torch
 
-        request = jobs[0].request
-        generator = torch.Generator(device=self.service.device).manual_seed(request.seed)
+        from dynamics.wire import join_requests
+
+        observations, actions = join_requests([job.request for job in jobs])
+        device = self.service.device
+        segments = [(job.request.rows, torch.Generator(device=device).manual_seed(job.request.seed)) for job in jobs]
+        steps = self.service.step_segments(observations, actions, segments)
         self.forward_passes += 1
-        return [self.service.step(request.observations, request.actions, generator)]
+        return steps
 
 
 # ---------------------------------------------------------------------- HTTP

@@ -4,6 +4,7 @@
     service = DynamicsService.load(key)
     prediction = service.predict(obs, actions)                  # elite-mean next state, reward, terminal
     step = service.step(obs, actions, generator)                # a sample from one random elite per row
+    steps = service.step_segments(obs, actions, [(rows, generator), ...])  # many requests, one forward pass
 
 Rollout code imports this module only: plain torch, no Lightning (the training
 path imports :mod:`dynamics.lightning_module` inside ``fit``).
@@ -225,20 +226,38 @@ class DynamicsService:
         """One model step per row: a Gaussian sample from one random elite (MBPO/MOPO), terminals from
         the termination rule, uncertainty features from the same forward pass. ``generator`` lives on
         the model's device."""
+        return self.step_segments(observations, actions, [(observations.shape[0], generator)])[0]
+
+    def step_segments(self, observations: torch.Tensor, actions: torch.Tensor, segments: list[tuple[int, torch.Generator]]) -> list[ModelStep]:
+        """Several step requests, their rows concatenated, in ONE forward pass. ``segments`` lists each
+        request's (rows, generator) in row order; a request's elite choices and noise come from its own
+        generator, drawn as :meth:`step` draws them, so its result is the solo ``step`` of its rows
+        (up to the forward pass's rounding, which BLAS may vary with the batch's size)."""
         observations = observations.to(self.device, torch.float32)
+        sizes = [rows for rows, _ in segments]
+        if sum(sizes) != observations.shape[0]:
+            raise ValueError(f"step segments cover {sum(sizes)} rows, the batch has {observations.shape[0]}")
         out = self._forward(observations, actions)
         stds = torch.exp(0.5 * out.logvar)
-        rows = torch.arange(observations.shape[0], device=self.device)
-        chosen = self._elite_index[torch.randint(len(self._elite_index), (observations.shape[0],), generator=generator, device=self.device)]
-        mean, std = out.mean[chosen, rows], stds[chosen, rows]
-        sample = mean + std * torch.randn(mean.shape, generator=generator, device=self.device)
         s = self.meta["obs_dim"]
+        draws = [self._draw_elites_and_noise(rows, s + 1, generator) for rows, generator in segments]
+        chosen = torch.cat([elites for elites, _ in draws])
+        noise = torch.cat([noise for _, noise in draws])
+        rows = torch.arange(observations.shape[0], device=self.device)
+        sample = out.mean[chosen, rows] + stds[chosen, rows] * noise
         next_observations = observations + sample[:, :s]
         if self.termination.is_learned:
             terminals = (out.terminal_logit[chosen, rows] > 0).float()
         else:
             terminals = self.termination(next_observations)
-        return ModelStep(next_observations, sample[:, s], terminals, self._uncertainty(out, stds))
+        uncertainty = {name: values.split(sizes) for name, values in self._uncertainty(out, stds).items()}
+        parts = zip(next_observations.split(sizes), sample[:, s].split(sizes), terminals.split(sizes))
+        return [ModelStep(*part, {name: values[i] for name, values in uncertainty.items()}) for i, part in enumerate(parts)]
+
+    def _draw_elites_and_noise(self, rows: int, width: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One request's random draws, in a fixed order: an elite per row, then the standard normal noise."""
+        chosen = self._elite_index[torch.randint(len(self._elite_index), (rows,), generator=generator, device=self.device)]
+        return chosen, torch.randn((rows, width), generator=generator, device=self.device)
 
     def _dataset_disagreement(self, data: TransitionData) -> dict[str, float]:
         """MOReL's statistics of the disagreement over the dataset's (s, a): its max sets the HALT threshold."""

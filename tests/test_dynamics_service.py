@@ -11,6 +11,7 @@ import torch
 
 from dynamics import lightning_module
 from dynamics.artifacts import ArtifactStore
+from dynamics.ensemble import EnsembleOutput
 from dynamics.service import DynamicsService
 from dynamics.uncertainty import ENSEMBLE_STD, FEATURE_NAMES, MAX_PAIRWISE_DISAGREEMENT, MAX_STD_NORM
 from mbrl_core.data import DatasetInfo, TransitionData
@@ -144,6 +145,35 @@ def test_step_samples_one_elite_per_row_with_the_same_uncertainty_as_predict(tra
     for name in FEATURE_NAMES:
         assert torch.allclose(step.uncertainty[name][0], prediction.uncertainty[name][0])
     assert step.terminals.sum() == 0
+
+
+def test_step_segments_equal_solo_steps_with_each_segments_own_generator(trained, linear_data, monkeypatch):
+    sizes, seeds = [1, 7, 33, 59], [5, 0, 5, 12]  # a seed reused by two segments gives each the same draws
+    obs, act = linear_data.observations[:100], linear_data.actions[:100]
+    starts = np.cumsum([0] + sizes)
+
+    def compare(exact: bool) -> None:
+        segments = [(rows, torch.Generator().manual_seed(seed)) for rows, seed in zip(sizes, seeds)]
+        batched = trained.step_segments(obs, act, segments)
+        for step, start, stop, seed in zip(batched, starts, starts[1:], seeds):
+            solo = trained.step(obs[start:stop], act[start:stop], torch.Generator().manual_seed(seed))
+            same = torch.equal if exact else lambda a, b: torch.allclose(a, b, atol=1e-6)
+            for name in ("next_observations", "rewards", "terminals"):
+                assert same(getattr(step, name), getattr(solo, name)), (name, start)
+            for name in FEATURE_NAMES:
+                assert same(step.uncertainty[name], solo.uncertainty[name]), (name, start)
+
+    compare(exact=False)  # the real forward pass: BLAS rounds a row differently with the batch's size
+    forward = trained._forward
+
+    def one_row_at_a_time(observations, actions):
+        outs = [forward(o, a) for o, a in zip(observations.split(1), actions.split(1))]
+        return EnsembleOutput(torch.cat([out.mean for out in outs], dim=1), torch.cat([out.logvar for out in outs], dim=1), None)
+
+    monkeypatch.setattr(trained, "_forward", one_row_at_a_time)
+    compare(exact=True)  # with a batch-invariant forward pass (no terminal head: termination 'never') it is bit for bit
+    with pytest.raises(ValueError, match="segments cover 99 rows, the batch has 100"):
+        trained.step_segments(obs, act, [(99, torch.Generator())])
 
 
 def test_tampered_artifact_is_refused(trained, store, tmp_path):

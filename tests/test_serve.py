@@ -263,15 +263,14 @@ def test_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------- load and shutdown
 
 
-def test_concurrent_clients_complete_and_share_forward_passes(service, small_data):
-    clients, requests_each = 8, 200
-    server = DynamicsServer(service, ServeConfig(host=LOOPBACK, port=0, max_wait_ms=5.0)).start()
+def serve_clients(server, clients: int, work) -> dict[int, list]:
+    """Runs ``work(client, index)`` from ``clients`` threads at once, each client on its own connection,
+    then stops the server; the answers by thread index."""
     answers: dict[int, list] = {}
 
     def run(index: int) -> None:
         with DynamicsClient(server.url) as client:
-            obs, act = rows(small_data, 4, start=4 * index)
-            answers[index] = [client.predict(obs, act).next_observations for _ in range(requests_each)]
+            answers[index] = work(client, index)
 
     try:
         threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
@@ -281,12 +280,49 @@ def test_concurrent_clients_complete_and_share_forward_passes(service, small_dat
             thread.join()
     finally:
         server.stop()
+    return answers
+
+
+def test_concurrent_clients_complete_and_share_forward_passes(service, small_data):
+    clients, requests_each = 8, 200
+    server = DynamicsServer(service, ServeConfig(host=LOOPBACK, port=0, max_wait_ms=5.0)).start()
+
+    def work(client, index: int) -> list:
+        obs, act = rows(small_data, 4, start=4 * index)
+        return [client.predict(obs, act).next_observations for _ in range(requests_each)]
+
+    answers = serve_clients(server, clients, work)
     assert len(answers) == clients and all(len(a) == requests_each for a in answers.values())
     for index, results in answers.items():
         # rows answered inside a larger batch match the in-process answer up to matmul rounding
         expected = service.predict(*rows(small_data, 4, start=4 * index)).next_observations
         assert all(torch.allclose(result, expected, atol=1e-5) for result in results)
     assert server.worker.forward_passes < clients * requests_each
+
+
+def test_concurrent_seeded_steps_share_forward_passes_and_each_keeps_its_own_seed(service, small_data):
+    clients, requests_each = 6, 15
+    server = DynamicsServer(service, ServeConfig(host=LOOPBACK, port=0, max_wait_ms=20.0)).start()
+
+    def request(index: int, repeat: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return (*rows(small_data, 3 + index, start=10 * index), 1000 * index + repeat)  # (obs, act, seed)
+
+    def work(client, index: int) -> list:
+        return [client.step(obs, act, seed=seed) for obs, act, seed in (request(index, r) for r in range(requests_each))]
+
+    answers = serve_clients(server, clients, work)
+    assert len(answers) == clients and server.worker.forward_passes < clients * requests_each
+    for index, results in answers.items():
+        for repeat, remote in enumerate(results):
+            obs, act, seed = request(index, repeat)
+            local = service.step(obs, act, torch.Generator().manual_seed(seed))
+            # the seed's draws exactly; the values up to the rounding BLAS varies with the batch's size
+            # (a different elite or noise draw would be off by a predicted std, orders of magnitude more)
+            for field in ("next_observations", "rewards"):
+                assert torch.allclose(getattr(remote, field), getattr(local, field), rtol=0, atol=1e-5), field
+            assert torch.equal(remote.terminals, local.terminals)
+            for name in FEATURE_NAMES:
+                assert torch.allclose(remote.uncertainty[name], local.uncertainty[name], rtol=1e-5, atol=1e-6), name
 
 
 class SlowService:
