@@ -343,6 +343,8 @@ def verdict(model_based: CellSummary | None, model_free: CellSummary | None) -> 
     """Which family wins, and whether the IQM intervals separate the two at 95%."""
     if model_based is None or model_free is None:
         return "only one family was run"
+    if model_based.final_mean == model_free.final_mean:
+        return "tied"
     winner, loser = (model_based, model_free) if model_based.final_mean >= model_free.final_mean else (model_free, model_based)
     separated = winner.final_iqm.low > loser.final_iqm.high
     strength = "CIs do not overlap" if separated else "CIs overlap: not separable with these seeds"
