@@ -127,6 +127,7 @@ def train_run(
     resuming = resume and (run_dir / "checkpoints" / "last.pt").exists()
     config = _run_config(algo, dataset_id, steps, seed, device, overrides, run_dir, resuming)
     trainer_config = build_config(TrainerConfig, config["trainer"], f"{algo}.trainer")
+    learner_config = build_config(entry.config_cls, config.get("learner"), f"{algo}.learner")  # bad keys stop before any work
     target = select_device(trainer_config.device)
     seed_everything(trainer_config.seed)
     data = load_dataset(dataset_id, device=target)
@@ -138,7 +139,7 @@ def train_run(
     context = LearnerContext.from_data(data, trainer_config.steps, target)
     sampler, dynamics_info = _make_sampler(algo, entry, data, config, trainer_config, run_dir, target, rollouts, dynamics_store, context)
     save_torch(context_state(context), run_dir / "context.pt")
-    learner = entry.learner_cls(build_config(entry.config_cls, config.get("learner"), f"{algo}.learner"), context)
+    learner = entry.learner_cls(learner_config, context)
 
     evaluator = Evaluator(data.info, trainer_config.eval_episodes, seed=10_000 + trainer_config.seed, device=target)
     trainer = OfflineTrainer(learner, sampler, trainer_config, evaluate=evaluator, run_dir=run_dir, loggers=make_loggers(run_dir, resuming), progress=progress)

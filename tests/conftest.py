@@ -8,6 +8,8 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+# Remote dataset look-ups fail at once instead of retrying a network that tests must not need.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
