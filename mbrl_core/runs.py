@@ -142,9 +142,10 @@ def train_run(
     learner = entry.learner_cls(learner_config, context)
 
     evaluator = Evaluator(data.info, trainer_config.eval_episodes, seed=10_000 + trainer_config.seed, device=target)
-    trainer = OfflineTrainer(learner, sampler, trainer_config, evaluate=evaluator, run_dir=run_dir, loggers=make_loggers(run_dir, resuming), progress=progress)
+    trainer = OfflineTrainer(learner, sampler, trainer_config, evaluate=evaluator, run_dir=run_dir, progress=progress)
     if resuming:
         trainer.load_checkpoint()
+    trainer.loggers = make_loggers(run_dir, resume_step=trainer.state.step if resuming else None)
     try:
         state = trainer.fit()
     finally:
@@ -183,22 +184,25 @@ def _make_sampler(algo, entry, data, config, trainer_config, run_dir, device, ro
     return setup.sampler, setup.dynamics_info
 
 
-def make_loggers(run_dir: Path, resuming: bool) -> list:
+def make_loggers(run_dir: Path, resume_step: int | None = None) -> list:
     """Lightning's CSV and TensorBoard loggers writing into the run folder.
 
     Lightning's CSV logger deletes an existing metrics.csv when it starts, so on
-    resume the earlier rows are read first and handed back to it.
+    resume the earlier rows up to the checkpoint's step are read first and handed
+    back to it (rows logged after the checkpoint are logged again by the resumed run).
     """
     from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
 
     metrics_file = run_dir / "metrics.csv"
-    earlier = _read_metric_rows(metrics_file) if resuming else []
+    earlier = _read_metric_rows(metrics_file) if resume_step is not None else []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         csv_logger = CSVLogger(root_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=1)
         csv_logger.experiment  # created now, inside the warning filter (it warns about the non-empty run folder)
         for row in earlier:
             step = int(float(row.pop("step")))
+            if step > resume_step:
+                continue
             csv_logger.log_metrics({k: float(v) for k, v in row.items() if v not in ("", None)}, step=step)
     return [csv_logger, TensorBoardLogger(root_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)]
 

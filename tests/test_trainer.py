@@ -85,27 +85,34 @@ def test_train_run_writes_a_complete_run_folder(small_dataset_id, tmp_path):
 
 
 def test_train_run_resume_continues_an_interrupted_run(small_dataset_id, tmp_path, monkeypatch):
-    overrides = {"trainer": {"eval_every": 1000, "log_every": 10, "eval_episodes": 1, "batch_size": 32}}
+    overrides = {"trainer": {"eval_every": 1000, "log_every": 10, "checkpoint_every": 20, "eval_episodes": 1, "batch_size": 32}}
     straight = train_run("iql", small_dataset_id, steps=STEPS, overrides=overrides, runs_dir=tmp_path, run_name="straight", progress=False)
 
-    original_fit = OfflineTrainer.fit
+    # A crash at update 30: the last checkpoint is the one of update 20, metrics were logged up to 30.
+    original_fit, original_save = OfflineTrainer.fit, OfflineTrainer.save_checkpoint
 
     def killed_fit(self, until=None):
-        original_fit(self, until=STEPS // 2)
+        original_fit(self, until=30)
         raise KeyboardInterrupt
 
+    def save_up_to_20(self):
+        if self.state.step <= 20:
+            original_save(self)
+
     monkeypatch.setattr(OfflineTrainer, "fit", killed_fit)
+    monkeypatch.setattr(OfflineTrainer, "save_checkpoint", save_up_to_20)
     with pytest.raises(KeyboardInterrupt):
         train_run("iql", small_dataset_id, steps=STEPS, overrides=overrides, runs_dir=tmp_path, run_name="killed", progress=False)
     assert not (tmp_path / "killed" / "eval.json").exists()
     monkeypatch.setattr(OfflineTrainer, "fit", original_fit)
+    monkeypatch.setattr(OfflineTrainer, "save_checkpoint", original_save)
     resumed = train_run("iql", small_dataset_id, steps=STEPS, runs_dir=tmp_path, run_name="killed", resume=True, progress=False)
 
     a, b = weights(load_policy(straight)), weights(load_policy(resumed))
     assert all(torch.equal(a[name], b[name]) for name in a)
     with open(resumed / "metrics.csv") as stream:
         steps = [int(r["step"]) for r in csv.DictReader(stream) if r.get("train/updates_per_second")]
-    assert steps == [10, 20, 30, 40]
+    assert steps == [10, 20, 30, 40]  # the row of update 30 was logged again, not twice
     assert json.loads((resumed / "eval.json").read_text())["steps"] == STEPS
 
 
