@@ -185,8 +185,9 @@ class EnsembleLightningModule(L.LightningModule):
     def validation_step(self, unused_batch: torch.Tensor, batch_idx: int) -> None:
         out = self.ensemble(self.split.holdout_inputs)
         self.holdout_mse = member_mse(out.mean, self.split.holdout_targets).cpu()
-        self.log("holdout/mse_best_member", self.holdout_mse.min(), prog_bar=True)
-        self.log("holdout/mse_mean", self.holdout_mse.mean())
+        # batch_size=1: the placeholder batch is empty, and Lightning would weight the epoch mean by 0 (NaN)
+        self.log("holdout/mse_best_member", self.holdout_mse.min(), prog_bar=True, batch_size=1)
+        self.log("holdout/mse_mean", self.holdout_mse.mean(), batch_size=1)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # plain Adam: the per-layer L2 decay is part of the loss, as in MOPO

@@ -210,3 +210,17 @@ def test_failed_training_leaves_no_artifact(linear_data, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="killed"):
         DynamicsService.fit(linear_data, TINY, store=tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_logged_holdout_metrics_are_finite(tiny_model):
+    """The holdout 'batch' is an empty placeholder; its logged metrics must not be averaged by batch size 0."""
+    import glob
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = glob.glob(f"{tiny_model.path}/**/events.out.tfevents.*", recursive=True)
+    assert logs, f"no TensorBoard logs under {tiny_model.path}"
+    events = EventAccumulator(logs[0])
+    events.Reload()
+    values = [scalar.value for scalar in events.Scalars("holdout/mse_mean")]
+    assert values and all(np.isfinite(values))
