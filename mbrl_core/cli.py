@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept; resume with --resume", file=sys.stderr)
+        print("interrupted: the last checkpoint is kept; continue with the same command plus --name <run folder> --resume", file=sys.stderr)
         return 130
 
 
