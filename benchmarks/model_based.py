@@ -36,7 +36,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dynamics.model_based import prepare_model_based_run
+from workflows.model_based import prepare_model_based_run
 from dynamics.rollouts import RolloutGenerator
 from dynamics.service import DynamicsService
 from dynamics.uncertainty import FEATURE_NAMES

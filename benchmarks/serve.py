@@ -51,7 +51,7 @@ def train_benchmark_model(folder: Path) -> tuple[str, str]:
     """(key, store) of a default-architecture ensemble briefly trained on the embedded dataset."""
     os.environ["MINARI_DATASETS_PATH"] = str(folder / "minari")
     from mbrl_core.data import load_dataset
-    from mbrl_core.embedded import build_default_dataset
+    from workflows.embedded import build_default_dataset
 
     data = load_dataset(build_default_dataset("bench/invertedpendulum/noisy-v0", transitions=5_000, seed=0))
     store = str(folder / "store")
@@ -62,7 +62,7 @@ class ServerProcess:
     """`mbrl dynamics serve` on a free loopback port, stopped with SIGTERM."""
 
     def __init__(self, key: str, store: str, max_wait_ms: float) -> None:
-        command = [sys.executable, "-m", "mbrl_core.cli", "dynamics", "serve", key, "--store", store, "--host", LOOPBACK,
+        command = [sys.executable, "-m", "workflows.cli", "dynamics", "serve", key, "--store", store, "--host", LOOPBACK,
                    "--port", "0", "--device", "cpu", "--max-wait-ms", str(max_wait_ms), "--log-level", "warning"]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()

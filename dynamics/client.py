@@ -26,7 +26,13 @@ import torch
 
 from dynamics.server import TOKEN_ENV
 from dynamics.service import ModelStep, Prediction
-from dynamics.wire import concat_predictions, concat_steps, decode_prediction, decode_step, encode_rows
+from dynamics.wire import (
+    concat_predictions,
+    concat_steps,
+    decode_prediction,
+    decode_step,
+    encode_rows,
+)
 from mbrl_core.errors import MbrlError
 
 # a server that closed a kept-alive connection shows up as one of these on the next request

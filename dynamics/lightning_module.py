@@ -28,7 +28,6 @@ from dynamics.ensemble import GaussianEnsemble, gaussian_nll, member_mse
 from mbrl_core.data import TransitionData
 from mbrl_core.normalization import Normalizer
 
-
 # --------------------------------------------------------------------------- the split
 
 

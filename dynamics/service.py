@@ -27,7 +27,11 @@ from dynamics.artifacts import SCHEMA_VERSION, ArtifactStore, artifact_key
 from dynamics.config import DynamicsConfig, make_dynamics_config
 from dynamics.ensemble import EnsembleOutput, GaussianEnsemble
 from dynamics.termination import TerminationRule, choose_termination
-from dynamics.uncertainty import MAX_PAIRWISE_DISAGREEMENT, max_pairwise_disagreement, uncertainty_features
+from dynamics.uncertainty import (
+    MAX_PAIRWISE_DISAGREEMENT,
+    max_pairwise_disagreement,
+    uncertainty_features,
+)
 from mbrl_core.data import TransitionData
 from mbrl_core.errors import ArtifactError
 

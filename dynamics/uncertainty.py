@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import torch
 
-MAX_STD_NORM = "max_std_norm"
-MAX_PAIRWISE_DISAGREEMENT = "max_pairwise_disagreement"
-ENSEMBLE_STD = "ensemble_std"
-FEATURE_NAMES = (MAX_STD_NORM, MAX_PAIRWISE_DISAGREEMENT, ENSEMBLE_STD)
+from mbrl_core.contracts import (
+    ENSEMBLE_STD,
+    MAX_PAIRWISE_DISAGREEMENT,
+    MAX_STD_NORM,
+    UNCERTAINTY_FEATURES,
+)
+
+FEATURE_NAMES = UNCERTAINTY_FEATURES
 
 
 def max_std_norm(std: torch.Tensor) -> torch.Tensor:

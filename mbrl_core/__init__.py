@@ -1,7 +1,8 @@
-"""The framework: data, storage, the one trainer, evaluation, config, CLI and reports.
+"""The framework (floor 1): data, batches, samplers, the model buffer, the Zarr rollout store, the one
+trainer, evaluation, config resolution, atomic writes and errors.
 
-`mbrl_core` never imports `dynamics` or `policies` at module level; the CLI
-resolves learners and models by name through registries.
+It imports nothing of this project above it: the model and the learners reach it through
+protocols (``Learner``, ``Sampler``, the rollout generator) and the constants in ``mbrl_core.contracts``.
 """
 
 from mbrl_core.errors import MbrlError

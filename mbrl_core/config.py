@@ -69,7 +69,7 @@ def resolve_algo_config(algo: str, dataset_id: str | None = None, overrides: dic
     """Trainer defaults, then the algorithm's file, then matching per-dataset overrides, then ``overrides``."""
     path = configs_dir() / f"{algo}.yaml"
     if not path.exists():
-        known = sorted(p.stem for p in configs_dir().glob("*.yaml") if p.stem not in {"trainer", "dynamics"})
+        known = sorted(p.stem for p in configs_dir().glob("*.yaml") if "learner" in read_yaml(p))
         raise ConfigError(f"unknown algorithm '{algo}' (no {path.name} in {configs_dir()}; known: {', '.join(known)})")
     algo_file = read_yaml(path)
     resolved = merge({"trainer": read_yaml(configs_dir() / "trainer.yaml")}, {k: v for k, v in algo_file.items() if k != "datasets"})

@@ -17,8 +17,8 @@ class LearnerContext:
     """Facts about the task a learner is built for (not hyperparameters).
 
     ``extras`` carries values a model-based run derives from its dynamics model
-    (for example MOReL's disagreement threshold) without `policies` importing
-    `dynamics`.
+    (for example MOReL's disagreement threshold) without the learners
+    importing the model.
     """
 
     obs_dim: int

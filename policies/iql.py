@@ -23,7 +23,15 @@ import torch
 from mbrl_core.batch import Batch
 from mbrl_core.errors import ConfigError
 from mbrl_core.learner import LearnerContext
-from policies.base import LearnerBase, adam, advantage_weights, soft_update, step, td_target, with_target
+from policies.base import (
+    LearnerBase,
+    adam,
+    advantage_weights,
+    soft_update,
+    step,
+    td_target,
+    with_target,
+)
 from policies.networks import CriticEnsemble, GaussianActor, gaussian_log_prob
 
 

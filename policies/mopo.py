@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from mbrl_core.batch import Batch
+from mbrl_core.contracts import MAX_STD_NORM
 from policies.sac import SAC, SACConfig
 
 
@@ -25,7 +26,7 @@ from policies.sac import SAC, SACConfig
 class MOPOConfig(SACConfig):
     # λ: the official -v0 table and its -v2 reproductions set it per dataset (configs/mopo.yaml).
     penalty: float = 1.0
-    uncertainty_feature: str = "max_std_norm"
+    uncertainty_feature: str = MAX_STD_NORM
 
 
 def penalized_rewards(rewards: torch.Tensor, uncertainty: torch.Tensor, synthetic: torch.Tensor, penalty: float) -> torch.Tensor:

@@ -37,12 +37,10 @@ from dataclasses import dataclass, replace
 import torch
 
 from mbrl_core.batch import Batch
+from mbrl_core.contracts import DISAGREEMENT_MAX, MAX_PAIRWISE_DISAGREEMENT
 from mbrl_core.errors import ConfigError
 from mbrl_core.learner import LearnerContext
 from policies.sac import SAC, SACConfig
-
-# The key under which a model-based run passes max over the dataset of disc(s, a).
-DISAGREEMENT_MAX = "disagreement_max"
 
 
 @dataclass
@@ -50,7 +48,7 @@ class MOReLConfig(SACConfig):
     # mjrl projects/morel/configs/d4rl_hopper_medium.txt: pessimism_coef 3.0, truncate_reward 0.0.
     pessimism_coef: float = 3.0
     halt_penalty: float = 0.0
-    uncertainty_feature: str = "max_pairwise_disagreement"
+    uncertainty_feature: str = MAX_PAIRWISE_DISAGREEMENT
 
     def halt_threshold(self, disagreement_max: float) -> float:
         """USAD's threshold; a coefficient of 0 (or less) turns pessimism off, as ``None`` does in mjrl.

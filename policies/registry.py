@@ -21,6 +21,7 @@ class LearnerEntry:
     learner_cls: type
     config_cls: type
     model_based: bool
+    halts_rollouts: bool = False  # rollouts stop at unknown states (MOReL's USAD); the config gives halt_threshold()
 
 
 LEARNERS: dict[str, LearnerEntry] = {
@@ -31,7 +32,7 @@ LEARNERS: dict[str, LearnerEntry] = {
     "cql": LearnerEntry(CQL, CQLConfig, model_based=False),
     "sac": LearnerEntry(SAC, SACConfig, model_based=False),
     "mopo": LearnerEntry(MOPO, MOPOConfig, model_based=True),
-    "morel": LearnerEntry(MOReL, MOReLConfig, model_based=True),
+    "morel": LearnerEntry(MOReL, MOReLConfig, model_based=True, halts_rollouts=True),
     "combo": LearnerEntry(COMBO, COMBOConfig, model_based=True),
 }
 

@@ -8,10 +8,18 @@ import minari
 import pytest
 import torch
 
-from mbrl_core.collect import DATASET_KINDS, STATE_FILE, CollectConfig, behaviour_warnings, choose_medium, collect, collection_dir
-from mbrl_core.commands import collect as collect_command
 from mbrl_core.data import load_dataset
 from mbrl_core.errors import ConfigError
+from workflows.collect import (
+    DATASET_KINDS,
+    STATE_FILE,
+    CollectConfig,
+    behaviour_warnings,
+    choose_medium,
+    collect,
+    collection_dir,
+)
+from workflows.commands import collect as collect_command
 
 TINY = dict(
     env_id="InvertedPendulum-v5",
@@ -69,7 +77,7 @@ def test_all_five_datasets_load_with_minari_and_carry_refs(full):
 
 def test_medium_replay_is_exactly_the_replay_buffer(minari_root, monkeypatch):
     # 600 SAC steps learn nothing, so the medium choice is forced to the middle checkpoint: the buffer goes on past it
-    monkeypatch.setattr("mbrl_core.collect.choose_medium", lambda checkpoints, *args: {**checkpoints[1], "threshold": 0.0})
+    monkeypatch.setattr("workflows.collect.choose_medium", lambda checkpoints, *args: {**checkpoints[1], "threshold": 0.0})
     result = collect(CollectConfig(name="test/replay", **TINY), progress=False)
     medium_step = result.record["medium"]["step"]
     assert medium_step == 400 and result.replay_buffer.size == 600

@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_core.compare import RUNS_SUBDIR, CompareSpec, make_executor, report_compare, run_compare, threads_per_worker
 from mbrl_core.errors import ConfigError
-from mbrl_core.runs import read_eval
+from workflows.compare import (
+    RUNS_SUBDIR,
+    CompareSpec,
+    make_executor,
+    report_compare,
+    run_compare,
+    threads_per_worker,
+)
+from workflows.runs import read_eval
 
 STEPS = 50
 # Small networks, rollouts and dynamics model so a run takes seconds; every learner shares these overrides.
@@ -149,7 +156,7 @@ def test_workers_share_the_cores():
 
 
 def test_quickstart_and_report_commands(minari_root, store, tmp_path, capsys):
-    from mbrl_core.cli import main
+    from workflows.cli import main
 
     quick = ["--algos", "bc", "--seeds", "1", "--steps", "20", "--workers", "1", "--out", str(tmp_path), "--dynamics-store", store,
              "--set", "trainer.eval_every=10", "--set", "trainer.eval_episodes=1", "--set", "hidden_sizes=[16,16]"]
@@ -164,7 +171,7 @@ def test_quickstart_and_report_commands(minari_root, store, tmp_path, capsys):
 
 
 def test_learners_evaluated_differently_are_refused(small_dataset_id, tmp_path, monkeypatch):
-    import mbrl_core.compare as compare
+    import workflows.compare as compare
     from mbrl_core.config import merge, resolve_algo_config
 
     def bc_evaluates_more_often(algo, dataset_id=None, overrides=None):

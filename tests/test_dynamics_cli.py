@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mbrl_core.cli import main
+from workflows.cli import main
 
 TINY = ["ensemble_size=3", "elites=2", "hidden_dim=32", "hidden_layers=2", "weight_decays=[1.0e-5,1.0e-5,1.0e-5]", "max_epochs=3"]
 

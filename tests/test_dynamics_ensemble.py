@@ -9,7 +9,13 @@ import torch
 
 from dynamics.config import DynamicsConfig, make_dynamics_config
 from dynamics.ensemble import GaussianEnsemble, gaussian_nll, member_mse
-from dynamics.lightning_module import MemberBatches, SnapshotTracker, make_split, segment_ids, select_elites
+from dynamics.lightning_module import (
+    MemberBatches,
+    SnapshotTracker,
+    make_split,
+    segment_ids,
+    select_elites,
+)
 from mbrl_core.errors import ConfigError
 
 

@@ -13,7 +13,12 @@ from dynamics import lightning_module
 from dynamics.artifacts import ArtifactStore
 from dynamics.ensemble import EnsembleOutput
 from dynamics.service import DynamicsService
-from dynamics.uncertainty import ENSEMBLE_STD, FEATURE_NAMES, MAX_PAIRWISE_DISAGREEMENT, MAX_STD_NORM
+from dynamics.uncertainty import (
+    ENSEMBLE_STD,
+    FEATURE_NAMES,
+    MAX_PAIRWISE_DISAGREEMENT,
+    MAX_STD_NORM,
+)
 from mbrl_core.data import DatasetInfo, TransitionData
 from mbrl_core.errors import ArtifactError
 

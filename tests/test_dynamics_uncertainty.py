@@ -7,7 +7,12 @@ import math
 
 import torch
 
-from dynamics.uncertainty import ensemble_std, max_pairwise_disagreement, max_std_norm, uncertainty_features
+from dynamics.uncertainty import (
+    ensemble_std,
+    max_pairwise_disagreement,
+    max_std_norm,
+    uncertainty_features,
+)
 
 
 def test_max_std_norm_is_the_largest_member_std_norm():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_core.embedded import CONTROLLER_GAINS
 from mbrl_core.evaluation import Evaluator
+from workflows.embedded import CONTROLLER_GAINS
 
 
 def controller(obs: torch.Tensor) -> torch.Tensor:

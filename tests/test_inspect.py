@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from mbrl_core.commands import inspect as inspect_command
 from mbrl_core.data import load_dataset
-from mbrl_core.dataset_report import format_report, inspect_dataset
 from mbrl_core.errors import DatasetError
+from workflows.commands import inspect as inspect_command
+from workflows.dataset_report import format_report, inspect_dataset
 
 NAN_EPISODE, NAN_STEP, NAN_DIM = 0, 5, 2
 BAD_ACTION_EPISODE, BAD_ACTION_STEP = 1, 3
@@ -21,8 +21,8 @@ CONSTANT_DIM = 1
 @pytest.fixture(scope="module")
 def planted_dataset_id(minari_root) -> str:
     """3,000 embedded-controller transitions with a NaN, an out-of-range action and a constant dimension, no refs."""
-    from mbrl_core.embedded import collect_episodes
     from mbrl_core.minari_writer import write_minari_dataset
+    from workflows.embedded import collect_episodes
 
     episodes = collect_episodes(3000, seed=1)
     episodes[NAN_EPISODE]["observations"][NAN_STEP, NAN_DIM] = np.nan
@@ -78,8 +78,8 @@ def test_clean_dataset_with_refs_has_no_warnings_and_normalized_returns(small_da
 
 
 def test_small_dataset_warns(minari_root):
-    from mbrl_core.embedded import collect_episodes
     from mbrl_core.minari_writer import write_minari_dataset
+    from workflows.embedded import collect_episodes
 
     write_minari_dataset("test/planted/tiny-v0", collect_episodes(200, seed=2), env_id="InvertedPendulum-v5", ref_min_score=0.0, ref_max_score=1000.0, overwrite=True)
     warnings = inspect_dataset("test/planted/tiny-v0").warnings

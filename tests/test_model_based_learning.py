@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_DYNAMICS
 
 from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
 from mbrl_core.rollout_store import RolloutStore
-from mbrl_core.runs import read_eval, train_run
 from policies.combo import COMBO, COMBOConfig
-from conftest import TINY_DYNAMICS
+from workflows.runs import read_eval, train_run
 
 # Updates per run: the SAC-based learners need a little longer than COMBO to lift Q off the random policy.
 STEPS = {"mopo": 2000, "morel": 2000, "combo": 1500}

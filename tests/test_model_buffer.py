@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mbrl_core.model_buffer import MixedSampler, ModelBuffer
+from mbrl_core.model_buffer import ModelBuffer
 from mbrl_core.rollout_store import RolloutGeneration, RolloutStore
-from mbrl_core.sampler import RealSampler
+from mbrl_core.sampler import MixedSampler, RealSampler
 
 OBS_DIM, ACT_DIM = 4, 1
 

@@ -1,4 +1,4 @@
-"""The comparison report from fabricated run folders (eval.json schema of mbrl_core.runs), and in a real browser."""
+"""The comparison report from fabricated run folders (eval.json schema of workflows.runs), and in a real browser."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mbrl_core.report import score_of, summarize, terminal_summary, write_report
-from mbrl_core.stats import iqm
+from workflows.report import score_of, summarize, terminal_summary, write_report
+from workflows.stats import iqm
 
 # (algo, model based, final scores per seed): the numbers every assertion is checked against.
 GRID = {

@@ -198,7 +198,7 @@ def test_bad_paths_raise_one_line_errors(tmp_path):
 def test_inspect_command_reports_size_provenance_and_histograms(tmp_path, capsys):
     import json
 
-    from mbrl_core.cli import main
+    from workflows.cli import main
 
     url = tmp_path / "r.zarr"
     store = new_store(url)

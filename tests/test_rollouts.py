@@ -12,9 +12,9 @@ from dynamics.rollouts import Halting, RolloutGenerator, branched_rollouts
 from dynamics.uncertainty import FEATURE_NAMES
 from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
-from mbrl_core.model_buffer import MixedSampler, ModelBuffer
+from mbrl_core.model_buffer import ModelBuffer
 from mbrl_core.rollout_store import RolloutStore
-from mbrl_core.sampler import RealSampler
+from mbrl_core.sampler import MixedSampler, RealSampler
 from policies.mopo import MOPO, MOPOConfig
 from policies.morel import MOReL, MOReLConfig
 

@@ -3,7 +3,6 @@ survives, tokens, concurrent clients batched into shared forward passes, gracefu
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -374,7 +373,7 @@ def test_connection_limit_and_idle_timeout(service, small_data):
 
 
 def test_cli_serves_logs_each_request_and_exits_0_on_sigterm(service, store, small_data):
-    command = [sys.executable, "-m", "mbrl_core.cli", "dynamics", "serve", service.key[:8], "--store", store,
+    command = [sys.executable, "-m", "workflows.cli", "dynamics", "serve", service.key[:8], "--store", store,
                "--port", "0", "--device", "cpu", "--log-level", "debug"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
@@ -394,7 +393,7 @@ def test_cli_serves_logs_each_request_and_exits_0_on_sigterm(service, store, sma
 
 
 def test_cli_refuses_a_public_host_without_a_token(service, store, capsys, monkeypatch):
-    from mbrl_core.cli import main
+    from workflows.cli import main
 
     monkeypatch.delenv("MBRL_SERVE_TOKEN", raising=False)
     assert main(["dynamics", "serve", service.key, "--store", store, "--host", "0.0.0.0"]) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mbrl_core.stats import iqm, stratified_bootstrap_ci
+from workflows.stats import iqm, stratified_bootstrap_ci
 
 
 def test_iqm_drops_a_quarter_at_each_end():
@@ -63,8 +63,8 @@ def test_interval_contains_the_point_estimate():
 
 
 def test_family_verdict_ties_wins_and_separation():
-    from mbrl_core.report import CellSummary, verdict
-    from mbrl_core.stats import Estimate
+    from workflows.report import CellSummary, verdict
+    from workflows.stats import Estimate
 
     def cell(model_based: bool, mean: float, low: float, high: float) -> CellSummary:
         return CellSummary("d", "mopo" if model_based else "iql", model_based, (), mean, 0.0, Estimate(mean, low, high), mean, 0.0, 1.0, 1.0)

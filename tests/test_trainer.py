@@ -10,11 +10,11 @@ import torch
 
 from mbrl_core.config import build_config
 from mbrl_core.learner import LearnerContext
-from mbrl_core.runs import load_policy, read_eval, train_run
 from mbrl_core.sampler import RealSampler
 from mbrl_core.seeding import seed_everything
 from mbrl_core.trainer import OfflineTrainer, TrainerConfig
 from policies.registry import get_learner
+from workflows.runs import load_policy, read_eval, train_run
 
 STEPS = 40
 

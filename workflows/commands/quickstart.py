@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from mbrl_core.commands.compare import add_grid_arguments
+from mbrl_core.config import parse_overrides
+from workflows.commands.compare import add_grid_arguments, run_grid
+from workflows.compare import CompareSpec
+from workflows.embedded import build_default_dataset
 
 HELP = "build the embedded dataset, pretrain its dynamics model and compare model-based vs model-free learners (small budget)"
 
@@ -25,11 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mbrl_core.commands.compare import run_grid
-    from mbrl_core.compare import CompareSpec
-    from mbrl_core.config import parse_overrides
-    from mbrl_core.embedded import build_default_dataset
-
     dataset_id = build_default_dataset()
     spec = CompareSpec(
         name=args.name or ("quickstart" if args.steps == STEPS else f"quickstart-{args.steps}steps"),

@@ -8,7 +8,7 @@ events under ``tensorboard/``, ``checkpoints/last.pt`` and, once finished,
 
 from __future__ import annotations
 
-import importlib
+import csv
 import json
 import time
 import warnings
@@ -31,18 +31,8 @@ from mbrl_core.normalization import Normalizer
 from mbrl_core.sampler import RealSampler
 from mbrl_core.seeding import seed_everything
 from mbrl_core.trainer import OfflineTrainer, TrainerConfig
-
-MODEL_BASED_SETUP = "dynamics.model_based:prepare_model_based_run"
-
-
-def resolve(path: str) -> Any:
-    """Import ``module:attribute`` (how mbrl_core reaches `policies` and `dynamics` without importing them)."""
-    module, _, attribute = path.partition(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
-def learner_entry(algo: str):
-    return resolve("policies.registry:get_learner")(algo)
+from policies.registry import get_learner
+from workflows.model_based import prepare_model_based_run
 
 
 def default_run_name(algo: str, dataset_id: str, seed: int) -> str:
@@ -122,7 +112,7 @@ def train_run(
     With ``resume=True`` and an existing ``run_name`` holding a checkpoint, the run
     continues from it with its saved config, as if it had never stopped.
     """
-    entry = learner_entry(algo)
+    entry = get_learner(algo)
     run_dir = Path(runs_dir) / (run_name or default_run_name(algo, dataset_id, seed))
     resuming = resume and (run_dir / "checkpoints" / "last.pt").exists()
     config = _run_config(algo, dataset_id, steps, seed, device, overrides, run_dir, resuming)
@@ -177,7 +167,7 @@ def _make_sampler(algo, entry, data, config, trainer_config, run_dir, device, ro
         if rollouts:
             raise ConfigError(f"--rollouts is for model-based algorithms; '{algo}' trains on the real dataset only")
         return RealSampler(data, trainer_config.batch_size, seed=trainer_config.seed), None
-    setup = resolve(MODEL_BASED_SETUP)(
+    setup = prepare_model_based_run(
         algo, data, config, run_dir, device, trainer_config.seed, rollouts_path=rollouts, dynamics_store=dynamics_store
     )
     context.extras.update(setup.context_extras)
@@ -208,8 +198,6 @@ def make_loggers(run_dir: Path, resume_step: int | None = None) -> list:
 
 
 def _read_metric_rows(path: Path) -> list[dict[str, str]]:
-    import csv
-
     if not path.exists():
         return []
     with open(path, newline="") as stream:
@@ -259,7 +247,7 @@ def load_policy(run_dir: str | Path, device: str | torch.device = "cpu"):
         raise ArtifactError(f"{run_dir} is not a run folder (no config.yaml)")
     config = read_yaml(run_dir / "config.yaml")
     device = torch.device(device)
-    entry = learner_entry(config["algo"])
+    entry = get_learner(config["algo"])
     context = context_from_state(load_torch(run_dir / "context.pt"), device)
     learner = entry.learner_cls(build_config(entry.config_cls, config.get("learner"), f"{config['algo']}.learner"), context)
     learner.load_state_dict(load_torch(run_dir / "checkpoints" / "last.pt", map_location=device)["learner"])

@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+import matplotlib
 import numpy as np
 
+from dynamics.service import DynamicsService
 from mbrl_core.atomic import save_text
 from mbrl_core.errors import ArtifactError, MbrlError
-from mbrl_core.runs import is_finished, read_eval
-from mbrl_core.stats import Estimate, iqm, stratified_bootstrap_ci
+from workflows.runs import is_finished, read_eval
+from workflows.stats import Estimate, stratified_bootstrap_ci
 
 BOOTSTRAP_SEED = 0
 MARKDOWN_NAME = "report.md"
@@ -135,11 +137,7 @@ def score_of(evaluation: dict[str, Any]) -> float:
 
 
 def load_dynamics(key: str, store: str | None) -> Any | None:
-    """The dynamics artifact behind ``key``, or None if the dynamics package or the artifact is unavailable."""
-    try:
-        from dynamics.service import DynamicsService
-    except ImportError:
-        return None
+    """The dynamics artifact behind ``key``, or None if the artifact is unavailable."""
     try:
         return DynamicsService.load(key, store=store, device="cpu")
     except (MbrlError, OSError):
@@ -416,7 +414,6 @@ def terminal_summary(data: ReportData) -> str:
 
 def plot_dataset(data: ReportData, dataset_id: str, path: Path) -> Path:
     """Learning curves (mean ± std band over seeds) beside the final scores (IQM, 95% CI, and each seed)."""
-    import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

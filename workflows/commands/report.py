@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from workflows.compare import report_compare
+from workflows.report import terminal_summary
+
 HELP = "rebuild the report (Markdown, HTML, plots) of a compare folder from its finished runs"
 
 
@@ -12,9 +15,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mbrl_core.compare import report_compare
-    from mbrl_core.report import terminal_summary
-
     data, paths = report_compare(args.folder)
     print(f"{terminal_summary(data)}\n\nreport: {paths.html}\n        {paths.markdown}")
     return 0

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from mbrl_core.config import build_config, parse_overrides
+from mbrl_core.errors import ConfigError
+from workflows.collect import CollectConfig, collect
+
 HELP = "train an online SAC behaviour policy and write <name>/{random,medium,medium-replay,expert,medium-expert}-v0 Minari datasets"
 
 # flag -> CollectConfig field; unset flags keep the config's defaults
@@ -36,10 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mbrl_core.collect import CollectConfig, collect
-    from mbrl_core.config import build_config, parse_overrides
-    from mbrl_core.errors import ConfigError
-
     values = {field: getattr(args, field) for field in CONFIG_FLAGS if getattr(args, field) is not None}
     if args.transitions is not None:
         for field in ("random_transitions", "medium_transitions", "expert_transitions"):

@@ -20,18 +20,32 @@ import json
 import multiprocessing
 import os
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    wait,
+)
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import torch
+
+from dynamics.service import DynamicsService
 from mbrl_core.atomic import save_json
 from mbrl_core.config import build_config, resolve_algo_config
+from mbrl_core.data import load_dataset, load_minari
+from mbrl_core.device import select_device
 from mbrl_core.errors import ConfigError
+from mbrl_core.trainer import TrainerConfig
+from policies.registry import get_learner
+from workflows.report import score_of, write_report
+from workflows.runs import is_finished, read_eval, train_run
 
 COMPARE_FILE = "compare.json"
 RUNS_SUBDIR = "runs"
-DYNAMICS_SERVICE = "dynamics.service:DynamicsService"
 
 
 @dataclass(frozen=True)
@@ -117,10 +131,8 @@ def threads_per_worker(workers: int) -> int:
 
 def plan_runs(spec: CompareSpec) -> list[RunTask]:
     """Every run of the grid; unknown algorithms and datasets are refused here, before anything trains."""
-    from mbrl_core.data import load_minari
-    from mbrl_core.runs import learner_entry
 
-    model_based = {algo: learner_entry(algo).model_based for algo in spec.algos}
+    model_based = {algo: get_learner(algo).model_based for algo in spec.algos}
     protocols = {}
     for dataset_id in spec.datasets:
         load_minari(dataset_id)
@@ -137,11 +149,9 @@ def check_config(algo: str, dataset_id: str, overrides: dict[str, Any]) -> tuple
 
     Returns the run's evaluation protocol (eval_every, eval_episodes), which must be the same across the grid.
     """
-    from mbrl_core.runs import learner_entry
-    from mbrl_core.trainer import TrainerConfig
 
     config = resolve_algo_config(algo, dataset_id, overrides)
-    build_config(learner_entry(algo).config_cls, config.get("learner"), f"{algo}.learner")
+    build_config(get_learner(algo).config_cls, config.get("learner"), f"{algo}.learner")
     trainer = build_config(TrainerConfig, config.get("trainer"), f"{algo}.trainer")
     return trainer.eval_every, trainer.eval_episodes
 
@@ -181,14 +191,10 @@ def prepare_folder(spec: CompareSpec, runs_dir: str | Path, dynamics_store: str 
 
 
 def init_worker(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
 
 
 def train_task(task: RunTask, steps: int, overrides: dict[str, Any], folder: str, device: str, dynamics_store: str | None, progress: bool) -> str:
-    from mbrl_core.runs import train_run
-
     runs_dir = Path(folder) / RUNS_SUBDIR
     # Without a progress bar (parallel workers) a run's evaluation lines go to its folder, not the shared terminal.
     with stdout_to(None if progress else runs_dir / task.name / "train.log"):
@@ -219,11 +225,7 @@ def stdout_to(path: Path | None) -> Iterator[None]:
 
 
 def pretrain_task(task: DynamicsTask, device: str, dynamics_store: str | None, progress: bool) -> dict[str, Any]:
-    from mbrl_core.data import load_dataset
-    from mbrl_core.device import select_device
-    from mbrl_core.runs import resolve
-
-    service = resolve(DYNAMICS_SERVICE).fit(load_dataset(task.dataset_id, device=select_device(device)), config=task.config, store=dynamics_store, progress=progress)
+    service = DynamicsService.fit(load_dataset(task.dataset_id, device=select_device(device)), config=task.config, store=dynamics_store, progress=progress)
     return {"key": service.key, "was_cached": bool(service.was_cached), "train_seconds": float(service.metrics.get("train_seconds", 0.0))}
 
 
@@ -259,7 +261,6 @@ def run_compare(
     log: Callable[[str], None] = print,
 ) -> CompareOutcome:
     """Train every unfinished run of the grid and return what happened (the report is written by :func:`report_compare`)."""
-    from mbrl_core.runs import is_finished
 
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1 (got {workers})")
@@ -348,8 +349,6 @@ class GridSchedule:
         return None
 
     def finish_run(self, future: Future, task: RunTask) -> None:
-        from mbrl_core.report import score_of
-        from mbrl_core.runs import read_eval
 
         if future.exception() is not None:
             self.fail(task.name, future.exception())
@@ -371,7 +370,6 @@ def describe(error: BaseException) -> str:
 
 def report_compare(folder: str | Path):
     """Write the report of a compare folder (or of any folder of runs); returns (ReportData, ReportPaths)."""
-    from mbrl_core.report import write_report
 
     folder = Path(folder)
     record = json.loads((folder / COMPARE_FILE).read_text()) if (folder / COMPARE_FILE).exists() else {}

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+
+from mbrl_core.atomic import save_json
+from mbrl_core.evaluation import Evaluator
+from workflows.runs import load_policy, run_dataset_info
 
 HELP = "re-evaluate a run's saved policy in its environment"
 
@@ -16,13 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
-    from mbrl_core.atomic import save_json
-    from mbrl_core.evaluation import Evaluator
-    from mbrl_core.runs import load_policy, run_dataset_info
-
     policy = load_policy(args.run_dir, device=args.device)
     evaluator = Evaluator(run_dataset_info(args.run_dir), args.episodes, seed=args.seed, env_id=args.env, device=args.device)
     try:

@@ -11,7 +11,10 @@ episode cap) and ``ref_min_score`` the mean return of uniformly random actions.
 from __future__ import annotations
 
 import gymnasium as gym
+import minari
 import numpy as np
+
+from mbrl_core.minari_writer import write_minari_dataset
 
 ENV_ID = "InvertedPendulum-v5"
 DEFAULT_DATASET_ID = "mbrl/invertedpendulum/noisy-v0"
@@ -77,9 +80,6 @@ def collect_episodes(transitions: int, seed: int = 0, max_steps: int = 1000) -> 
 
 def build_default_dataset(dataset_id: str = DEFAULT_DATASET_ID, transitions: int = 20_000, seed: int = 0, overwrite: bool = False) -> str:
     """Write the embedded dataset to the local Minari root (if missing) and return its id."""
-    import minari
-
-    from mbrl_core.minari_writer import write_minari_dataset
 
     if dataset_id in minari.list_local_datasets() and not overwrite:
         return dataset_id

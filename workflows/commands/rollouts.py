@@ -7,6 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+
+from mbrl_core.rollout_store import RolloutStore
+
 HELP = "look inside a Zarr rollout store (`mbrl rollouts inspect <path.zarr>`)"
 BINS = 12
 # Rows read at a time, so a store larger than memory can be summarized.
@@ -23,8 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mbrl_core.rollout_store import RolloutStore
-
     store = RolloutStore.open(args.path)
     summary = summarize(store, args.last)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
@@ -118,8 +120,6 @@ def text_histogram(name: str, hist: dict[str, Any], width: int = 40) -> list[str
 
 
 def plot_histograms(summary: dict[str, Any], path: str) -> None:
-    import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

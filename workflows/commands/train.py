@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from mbrl_core.config import parse_overrides
+from mbrl_core.errors import ConfigError
+from workflows.runs import read_eval, train_run
+
 HELP = "train one learner (model-free or model-based) on a Minari dataset"
 
 
@@ -24,10 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mbrl_core.config import parse_overrides
-    from mbrl_core.errors import ConfigError
-    from mbrl_core.runs import read_eval, train_run
-
     if args.resume and not args.name:
         raise ConfigError("--resume needs --name <run folder name> to know which run to continue")
     run_dir = train_run(

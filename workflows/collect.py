@@ -31,13 +31,14 @@ uninterrupted one would have done.
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
+import minari
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -53,6 +54,7 @@ from mbrl_core.learner import LearnerContext
 from mbrl_core.minari_writer import write_minari_dataset
 from mbrl_core.normalization import Normalizer
 from mbrl_core.seeding import make_generator, seed_everything
+from policies.sac import SAC, SACConfig
 
 DATASET_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 SEED_STREAMS = {"train": 0, "eval": 1, "random": 2, "medium": 3, "expert": 4}
@@ -210,12 +212,6 @@ def learner_policy(learner, space: gym.spaces.Box) -> Policy:
 # --------------------------------------------------------------------------- behaviour policies
 
 
-def sac_classes():
-    """``policies`` is resolved at run time: ``mbrl_core`` never imports it at module level."""
-    module = importlib.import_module("policies.sac")
-    return module.SAC, module.SACConfig
-
-
 def online_context(env: gym.Env, total_updates: int, device: torch.device) -> LearnerContext:
     """Online there is no dataset to fit a normalizer on: observations enter SAC unscaled (as in the SAC paper)."""
     obs_dim = int(np.prod(env.observation_space.shape))
@@ -233,7 +229,7 @@ def online_context(env: gym.Env, total_updates: int, device: torch.device) -> Le
 def load_behaviour_policy(path: str | Path, device: torch.device | str = "cpu"):
     """A SAC learner from a checkpoint in ``<name>/collection/policies/``; use ``act(obs, deterministic=False)``."""
     checkpoint = load_torch(Path(path), map_location=device)
-    sac_cls, config_cls = sac_classes()
+    sac_cls, config_cls = SAC, SACConfig
     low, high = (torch.tensor(checkpoint[name], dtype=torch.float32, device=device) for name in ("action_low", "action_high"))
     context = LearnerContext(
         obs_dim=checkpoint["obs_dim"],
@@ -263,7 +259,7 @@ class Collection:
         self.device = select_device(config.device)
         self.env = make_env(config.env_id)
         self.total_updates = config.sac_steps - config.warmup_steps
-        sac_cls, config_cls = sac_classes()
+        sac_cls, config_cls = SAC, SACConfig
         self.sac_config = build_config(config_cls, config.sac, "collect.sac")
         seed_everything(config.seed)  # the networks' initial weights
         self.sac = sac_cls(self.sac_config, online_context(self.env, self.total_updates, self.device))
@@ -490,8 +486,6 @@ def behaviour_warnings(record: dict[str, Any], fraction: float) -> list[str]:
 
 
 def read_episodes(dataset_id: str) -> list[dict[str, np.ndarray]]:
-    import minari
-
     fields = ("observations", "actions", "rewards", "terminations", "truncations")
     return [{name: getattr(episode, name) for name in fields} for episode in minari.load_dataset(dataset_id).iterate_episodes()]
 
@@ -576,8 +570,6 @@ def prepare(config: CollectConfig, directory: Path, resume: bool, overwrite: boo
 
 
 def read_record(directory: Path) -> dict[str, Any]:
-    import json
-
     try:
         return json.loads((directory / RECORD_FILE).read_text())
     except (OSError, ValueError) as error:

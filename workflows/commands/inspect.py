@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from workflows.dataset_report import format_report, inspect_dataset, plot_report
+
 HELP = "report what a Minari dataset holds (sizes, returns, per-dimension statistics, problems), optionally as a PNG plot"
 
 
@@ -16,8 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mbrl_core.dataset_report import format_report, inspect_dataset, plot_report
-
     report = inspect_dataset(args.dataset_id, min_transitions=args.min_transitions, exploding_abs=args.exploding_abs)
     print(report.to_json() if args.json else format_report(report))
     if args.plot:

@@ -269,7 +269,9 @@ def _json_safe(value):
 
 def plot_report(report: DatasetReport, path: str | Path) -> Path:
     """A PNG with the returns histogram, episode lengths and per-dimension ranges."""
-    from matplotlib.figure import Figure  # no pyplot: no GUI backend, safe on headless machines
+    from matplotlib.figure import (
+        Figure,  # no pyplot: no GUI backend, safe on headless machines
+    )
 
     s = report.summary
     figure = Figure(figsize=(12, 8), layout="constrained")

@@ -1,24 +1,34 @@
-"""The ``mbrl`` command line. Each subcommand lives in its own module, imported only when needed."""
+"""The ``mbrl`` command line. Each subcommand lives in its own module of ``workflows.commands``."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from mbrl_core.errors import MbrlError
+from workflows.commands import (
+    collect,
+    compare,
+    dynamics,
+    inspect,
+    quickstart,
+    report,
+    rollouts,
+    train,
+)
+from workflows.commands import eval as eval_command
 
 # subcommand -> module defining HELP, add_arguments(parser) and run(args) -> int
 COMMANDS = {
-    "quickstart": "mbrl_core.commands.quickstart",
-    "train": "mbrl_core.commands.train",
-    "eval": "mbrl_core.commands.eval",
-    "compare": "mbrl_core.commands.compare",
-    "report": "mbrl_core.commands.report",
-    "dynamics": "dynamics.cli",
-    "rollouts": "mbrl_core.commands.rollouts",
-    "collect": "mbrl_core.commands.collect",
-    "inspect": "mbrl_core.commands.inspect",
+    "quickstart": quickstart,
+    "train": train,
+    "eval": eval_command,
+    "compare": compare,
+    "report": report,
+    "dynamics": dynamics,
+    "rollouts": rollouts,
+    "collect": collect,
+    "inspect": inspect,
 }
 
 
@@ -28,8 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Model-based offline RL: pretrain a dynamics ensemble once, train MOPO/MOReL/COMBO and CQL/IQL/AWAC/TD3-BC/BC under one trainer, compare them.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_path in COMMANDS.items():
-        module = importlib.import_module(module_path)
+    for name, module in COMMANDS.items():
         sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.run)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mbrl_core.config import parse_overrides
+from workflows.compare import CompareSpec, default_name, report_compare, run_compare
+from workflows.report import terminal_summary
+
 HELP = "train learners x datasets x seeds under one budget (resumable) and write a report"
 
 
@@ -32,9 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mbrl_core.compare import CompareSpec, default_name
-    from mbrl_core.config import parse_overrides
-
     spec = CompareSpec(
         name=args.name or default_name(args.datasets, args.steps),
         datasets=tuple(args.datasets),
@@ -48,8 +49,6 @@ def run(args: argparse.Namespace) -> int:
 
 def run_grid(spec, args: argparse.Namespace) -> int:
     """Train the grid, write the report, print the summary table; exit status 1 if any run failed."""
-    from mbrl_core.compare import report_compare, run_compare
-    from mbrl_core.report import terminal_summary
 
     try:
         outcome = run_compare(spec, runs_dir=args.out, workers=args.workers, device=args.device, dynamics_store=args.dynamics_store)

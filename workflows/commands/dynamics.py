@@ -4,18 +4,25 @@
     mbrl dynamics list                           # every stored model
     mbrl dynamics show <key>                     # metrics, config, calibration, a plot of holdout error per member
 
-More subcommands plug in through ``EXTRA_SUBCOMMANDS``: a module path defining
-``HELP``, ``add_arguments(parser)`` and ``run(args) -> int`` (the CLI
-convention); a module that is not installed is not offered.
+    mbrl dynamics serve <key>                    # the HTTP service (dynamics.server)
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
+
+import yaml
+
+from dynamics import server
+from dynamics.artifacts import ArtifactStore
+from dynamics.quality import format_quality, plot_holdout_error
+from dynamics.service import DynamicsService
+from dynamics.termination import TerminationRule
+from mbrl_core.data import load_dataset
+from mbrl_core.errors import ArtifactError, ConfigError
 
 HELP = "train, list and show pretrained dynamics ensembles (trained once per dataset, reused by MOPO/MOReL/COMBO)"
-EXTRA_SUBCOMMANDS = {"serve": "dynamics.server"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,16 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.set_defaults(dynamics_handler=run_show)
     for sub in (train, listing, show):
         sub.add_argument("--store", default=None, help="artifact folder (default: MBRL_DYNAMICS_STORE, else ~/.cache/mbrl-offline-suite/dynamics)")
-    for name, module_path in EXTRA_SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_path)
-        except ModuleNotFoundError as error:
-            if error.name and module_path.startswith(error.name):
-                continue
-            raise
-        extra = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(extra)
-        extra.set_defaults(dynamics_handler=module.run)
+    serve = subparsers.add_parser("serve", help=server.HELP, description=server.HELP)
+    server.add_arguments(serve)
+    serve.set_defaults(dynamics_handler=server.run)
     parser.set_defaults(dynamics_parser=parser)
 
 
@@ -62,9 +62,6 @@ def run(args: argparse.Namespace) -> int:
 
 def parse_settings(pairs: list[str]) -> dict:
     """``["patience=10"]`` -> ``{"patience": 10}`` (values parsed as YAML)."""
-    import yaml
-
-    from mbrl_core.errors import ConfigError
 
     values = {}
     for pair in pairs:
@@ -80,9 +77,6 @@ def _devices(value: str):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from mbrl_core.data import load_dataset
-    from dynamics.service import DynamicsService
-
     data = load_dataset(args.dataset)
     service = DynamicsService.fit(
         data,
@@ -105,9 +99,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from mbrl_core.errors import ArtifactError
-    from dynamics.artifacts import ArtifactStore
-
     store = ArtifactStore(args.store)
     rows = [("key", "dataset", "created", "holdout_mse", "holdout_nll", "epochs", "elites")]
     for key in store.keys():
@@ -127,12 +118,6 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    import json
-
-    from dynamics.artifacts import ArtifactStore
-    from dynamics.quality import format_quality, plot_holdout_error
-    from dynamics.termination import TerminationRule
-
     store = ArtifactStore(args.store)
     key = store.resolve(args.key)
     meta = store.read_meta(key)
