@@ -81,7 +81,11 @@ def training_rate(steps: int = 30) -> float:
     def step_loop():
         for _ in range(steps):
             out = ensemble(inputs)
-            loss = gaussian_nll(out.mean, out.logvar, targets).sum() + ensemble.logvar_bound_loss(0.01) + ensemble.weight_decay_loss()
+            loss = (
+                gaussian_nll(out.mean, out.logvar, targets).sum()
+                + ensemble.logvar_bound_loss(0.01)
+                + ensemble.weight_decay_loss()
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -111,8 +115,16 @@ def synthetic_hopper_data(transitions: int = 100_000, episode_length: int = 1000
         action_space=gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32),
     )
     zeros = torch.zeros(episodes * episode_length)
-    return TransitionData(flat(observations[:, :-1]), flat(actions), torch.as_tensor(rewards.reshape(-1), dtype=torch.float32),
-                          flat(observations[:, 1:]), zeros, zeros.clone(), starts.reshape(-1), info)
+    return TransitionData(
+        flat(observations[:, :-1]),
+        flat(actions),
+        torch.as_tensor(rewards.reshape(-1), dtype=torch.float32),
+        flat(observations[:, 1:]),
+        zeros,
+        zeros.clone(),
+        starts.reshape(-1),
+        info,
+    )
 
 
 def fit_to_early_stop() -> dict:
@@ -127,7 +139,9 @@ def fit_to_early_stop() -> dict:
         "epochs": metrics["epochs"] + 1,
         "stopped_early": metrics["stopped_early"],
         "seconds_per_epoch": metrics["train_seconds"] / (metrics["epochs"] + 1),
-        "lightning_train_samples_per_second": (metrics["epochs"] + 1) * metrics["train_transitions"] / metrics["train_seconds"],
+        "lightning_train_samples_per_second": (metrics["epochs"] + 1)
+        * metrics["train_transitions"]
+        / metrics["train_seconds"],
         "holdout_mse_elites": metrics["holdout_mse_elites"],
     }
 
@@ -136,9 +150,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-fit", action="store_true", help="skip the training-to-early-stop run")
     args = parser.parse_args()
-    flops_per_sample = _build_ensemble(make_dynamics_config(None), OBS_DIM, ACT_DIM, terminal_head=False).flops_per_sample()
-    results = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-               "forward_flops_per_sample_all_members": flops_per_sample, "by_threads": {}}
+    flops_per_sample = _build_ensemble(
+        make_dynamics_config(None), OBS_DIM, ACT_DIM, terminal_head=False
+    ).flops_per_sample()
+    results = {
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "forward_flops_per_sample_all_members": flops_per_sample,
+        "by_threads": {},
+    }
     for threads in (1, 2):
         torch.set_num_threads(threads)
         matmul = matmul_flops_per_second()

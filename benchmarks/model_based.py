@@ -36,7 +36,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from workflows.model_based import prepare_model_based_run
 from dynamics.rollouts import RolloutGenerator
 from dynamics.service import DynamicsService
 from dynamics.uncertainty import FEATURE_NAMES
@@ -47,6 +46,7 @@ from mbrl_core.rollout_store import RolloutStore
 from mbrl_core.sampler import RealSampler
 from mbrl_core.trainer import OfflineTrainer, TrainerConfig
 from policies.registry import get_learner
+from workflows.model_based import prepare_model_based_run
 
 OBS_DIM, ACT_DIM, TRANSITIONS = 11, 3, 30_000
 # Default architecture; two epochs are enough for a speed measurement.
@@ -57,7 +57,10 @@ PAIRS = (("mopo", "sac"), ("combo", "cql"))
 def synthetic_hopper_sized(transitions: int, seed: int = 0) -> TransitionData:
     """Episodes of 1,000 steps of s' = s + 0.05 tanh(A s + B a), r = 1 - |s|^2 / dim, never terminating."""
     g = torch.Generator().manual_seed(seed)
-    a_matrix, b_matrix = torch.randn(OBS_DIM, OBS_DIM, generator=g) / OBS_DIM**0.5, torch.randn(OBS_DIM, ACT_DIM, generator=g)
+    a_matrix, b_matrix = (
+        torch.randn(OBS_DIM, OBS_DIM, generator=g) / OBS_DIM**0.5,
+        torch.randn(OBS_DIM, ACT_DIM, generator=g),
+    )
     actions = torch.rand(transitions, ACT_DIM, generator=g) * 2 - 1
     observations = torch.zeros(transitions + 1, OBS_DIM)
     for t in range(transitions):
@@ -95,7 +98,9 @@ def rollout_rates(data: TransitionData, model: DynamicsService, folder: Path, re
     learner, config = make_learner("mopo", data, 1000)
     rollouts = config["rollouts"]
     generator = RolloutGenerator(model, data.observations, rollouts["horizon"], rollouts["batch_size"], seed=0)
-    store = RolloutStore.create(folder / "bench.zarr", obs_dim=OBS_DIM, act_dim=ACT_DIM, uncertainty_names=list(FEATURE_NAMES), metadata={})
+    store = RolloutStore.create(
+        folder / "bench.zarr", obs_dim=OBS_DIM, act_dim=ACT_DIM, uncertainty_names=list(FEATURE_NAMES), metadata={}
+    )
     generate_seconds, write_seconds, rows = [], [], 0
     for number in range(repeats):
         started = time.perf_counter()
@@ -115,17 +120,22 @@ def rollout_rates(data: TransitionData, model: DynamicsService, folder: Path, re
         "generate_transitions_per_second": rows / generate,
         "zarr_append_transitions_per_second": rows / write,
         "generate_and_append_transitions_per_second": rows / (generate + write),
-        "zarr_bytes_per_transition": sum(f.stat().st_size for f in (folder / "bench.zarr").rglob("*") if f.is_file()) / (rows * repeats),
+        "zarr_bytes_per_transition": sum(f.stat().st_size for f in (folder / "bench.zarr").rglob("*") if f.is_file())
+        / (rows * repeats),
     }
 
 
 def updates_per_second(algo: str, data: TransitionData, steps: int, dynamics_store: str, folder: Path) -> dict:
     entry = get_learner(algo)
     config = resolve_algo_config(algo, data.info.dataset_id, {"dynamics": BENCH_DYNAMICS})
-    trainer_config = build_config(TrainerConfig, {**config["trainer"], "steps": steps, "log_every": steps, "eval_every": 10 * steps}, "trainer")
+    trainer_config = build_config(
+        TrainerConfig, {**config["trainer"], "steps": steps, "log_every": steps, "eval_every": 10 * steps}, "trainer"
+    )
     extras = {}
     if entry.model_based:
-        setup = prepare_model_based_run(algo, data, config, folder / algo, data.device, seed=0, dynamics_store=dynamics_store)
+        setup = prepare_model_based_run(
+            algo, data, config, folder / algo, data.device, seed=0, dynamics_store=dynamics_store
+        )
         sampler, extras = setup.sampler, setup.context_extras
     else:
         sampler = RealSampler(data, trainer_config.batch_size, seed=0)
@@ -140,7 +150,12 @@ def updates_per_second(algo: str, data: TransitionData, steps: int, dynamics_sto
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1000, help="updates per learner (default 1000: one rollout refresh, the default cadence)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=1000,
+        help="updates per learner (default 1000: one rollout refresh, the default cadence)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -159,10 +174,17 @@ def main() -> None:
             for algo in (model_free, model_based):
                 trainer[algo] = updates_per_second(algo, data, args.steps, store, folder)
                 print(algo, json.dumps(trainer[algo]), flush=True)
-            trainer[f"{model_based}_vs_{model_free}"] = trainer[model_based]["updates_per_second"] / trainer[model_free]["updates_per_second"]
+            trainer[f"{model_based}_vs_{model_free}"] = (
+                trainer[model_based]["updates_per_second"] / trainer[model_free]["updates_per_second"]
+            )
     result = {
         "command": f"/work/venv/bin/python benchmarks/model_based.py --steps {args.steps} --threads {args.threads}",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__, "threads": args.threads},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+        },
         "data": f"synthetic Hopper-sized (obs {OBS_DIM}, act {ACT_DIM}), {TRANSITIONS} transitions",
         "rollout_generation": rollouts,
         "trainer": trainer,

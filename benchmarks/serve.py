@@ -62,8 +62,26 @@ class ServerProcess:
     """`mbrl dynamics serve` on a free loopback port, stopped with SIGTERM."""
 
     def __init__(self, key: str, store: str, max_wait_ms: float) -> None:
-        command = [sys.executable, "-m", "workflows.cli", "dynamics", "serve", key, "--store", store, "--host", LOOPBACK,
-                   "--port", "0", "--device", "cpu", "--max-wait-ms", str(max_wait_ms), "--log-level", "warning"]
+        command = [
+            sys.executable,
+            "-m",
+            "workflows.cli",
+            "dynamics",
+            "serve",
+            key,
+            "--store",
+            store,
+            "--host",
+            LOOPBACK,
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+            "--max-wait-ms",
+            str(max_wait_ms),
+            "--log-level",
+            "warning",
+        ]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
         if " at " not in line:
@@ -77,7 +95,9 @@ class ServerProcess:
         return self.process.returncode
 
 
-def drive(url: str, kind: str, clients: int, requests_each: int, rows: int, inputs: tuple[torch.Tensor, torch.Tensor]) -> dict:
+def drive(
+    url: str, kind: str, clients: int, requests_each: int, rows: int, inputs: tuple[torch.Tensor, torch.Tensor]
+) -> dict:
     """``clients`` threads each sending ``requests_each`` requests of ``rows`` rows; latencies and errors."""
     observations, actions = inputs
     latencies: list[list[float]] = [[] for _ in range(clients)]
@@ -119,12 +139,20 @@ def drive(url: str, kind: str, clients: int, requests_each: int, rows: int, inpu
         "seconds": round(seconds, 3),
         "requests_per_second": round(total / seconds, 1),
         "rows_per_second": round(total * rows / seconds, 1),
-        "latency_ms": {name: round(float(value), 3) for name, value in (
-            ("p50", np.percentile(all_latencies, 50)), ("p99", np.percentile(all_latencies, 99)), ("mean", all_latencies.mean()))},
+        "latency_ms": {
+            name: round(float(value), 3)
+            for name, value in (
+                ("p50", np.percentile(all_latencies, 50)),
+                ("p99", np.percentile(all_latencies, 99)),
+                ("mean", all_latencies.mean()),
+            )
+        },
     }
 
 
-def scenario(key: str, store: str, max_wait_ms: float, kind: str, clients: int, requests_each: int, rows: int, inputs) -> dict:
+def scenario(
+    key: str, store: str, max_wait_ms: float, kind: str, clients: int, requests_each: int, rows: int, inputs
+) -> dict:
     server = ServerProcess(key, store, max_wait_ms)
     try:
         drive(server.url, kind, clients, 20, rows, inputs)  # warm-up
@@ -137,10 +165,18 @@ def scenario(key: str, store: str, max_wait_ms: float, kind: str, clients: int, 
         exit_code = server.stop()
     answered = after["requests_answered"] - before["requests_answered"]
     passes = after["forward_passes"] - before["forward_passes"]
-    result.update(max_wait_ms=max_wait_ms, requests_per_forward_pass=round(answered / max(passes, 1), 2), server_exit_code=exit_code)
-    print(f"{kind:7s} clients={clients} wait={max_wait_ms}ms: {result['requests_per_second']} req/s, p50 "
-          f"{result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms, {result['requests_per_forward_pass']} "
-          f"req/forward, errors {result['errors']}", flush=True)
+    result.update(
+        max_wait_ms=max_wait_ms,
+        requests_per_forward_pass=round(answered / max(passes, 1), 2),
+        server_exit_code=exit_code,
+    )
+    print(
+        f"{kind:7s} clients={clients} wait={max_wait_ms}ms: {result['requests_per_second']} req/s, p50 "
+        f"{result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms, "
+        f"{result['requests_per_forward_pass']} "
+        f"req/forward, errors {result['errors']}",
+        flush=True,
+    )
     return result
 
 
@@ -156,7 +192,9 @@ def in_process_ms(service: DynamicsService, inputs, rows: int, repeats: int = 50
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--key", default=None, help="a stored model to serve (default: train a benchmark model in a temp store)")
+    parser.add_argument(
+        "--key", default=None, help="a stored model to serve (default: train a benchmark model in a temp store)"
+    )
     parser.add_argument("--store", default=None)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=200, help="requests per client")
@@ -169,7 +207,10 @@ def main() -> None:
         service = DynamicsService.load(key, store=store)
         generator = torch.Generator().manual_seed(0)
         obs_dim, act_dim = service.meta["obs_dim"], service.meta["act_dim"]
-        inputs = (torch.randn(10_000, obs_dim, generator=generator) * 0.1, torch.rand(10_000, act_dim, generator=generator) * 2 - 1)
+        inputs = (
+            torch.randn(10_000, obs_dim, generator=generator) * 0.1,
+            torch.rand(10_000, act_dim, generator=generator) * 2 - 1,
+        )
         scenarios = [
             scenario(key, store, 2.0, "predict", 1, args.requests * 2, args.rows, inputs),
             scenario(key, store, 0.0, "predict", args.clients, args.requests, args.rows, inputs),
@@ -179,11 +220,23 @@ def main() -> None:
         config = service.config
         results = {
             "command": " ".join(["/work/venv/bin/python", "benchmarks/serve.py", *sys.argv[1:]]),
-            "machine": {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in load_at_start],
-                        "python": platform.python_version(), "torch": torch.__version__},
-            "model": {"key": key, "dataset": service.meta["dataset"]["id"], "obs_dim": obs_dim, "act_dim": act_dim,
-                      "ensemble_size": config.ensemble_size, "hidden": [config.hidden_dim] * config.hidden_layers},
-            "server": "stdlib ThreadingHTTPServer, --torch-threads 1, separate process; clients: threads of this process",
+            "machine": {
+                "cpus": os.cpu_count(),
+                "load_average_at_start": [round(x, 2) for x in load_at_start],
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+            },
+            "model": {
+                "key": key,
+                "dataset": service.meta["dataset"]["id"],
+                "obs_dim": obs_dim,
+                "act_dim": act_dim,
+                "ensemble_size": config.ensemble_size,
+                "hidden": [config.hidden_dim] * config.hidden_layers,
+            },
+            "server": (
+                "stdlib ThreadingHTTPServer, --torch-threads 1, separate process; clients: threads of this process"
+            ),
             "in_process_predict_ms_per_request": in_process_ms(service, inputs, args.rows),
             "scenarios": scenarios,
         }

@@ -36,6 +36,8 @@ def learner_config(row: str):
     """(learner name, config) of a table row: a learner's defaults or a variant."""
     name, overrides = VARIANTS.get(row, (row, {}))
     return name, get_learner(name).config_cls(**overrides)
+
+
 # A widely used library on this machine class, 1 thread (from the issue).
 REFERENCE_1_THREAD = {"iql": 55.0, "td3bc": 71.0, "awac": 65.0, "bc": 176.0, "cql": 8.0}
 TARGET_SPEEDUP = {"iql": 2.0, "td3bc": 2.0, "awac": 2.0, "cql": 1.5}
@@ -147,9 +149,17 @@ def matmul_flop_rate(seconds: float) -> float:
 
 def hopper_context() -> LearnerContext:
     return LearnerContext(
-        obs_dim=OBS_DIM, act_dim=ACT_DIM, action_low=-torch.ones(ACT_DIM), action_high=torch.ones(ACT_DIM),
-        observation_normalizer=Normalizer(torch.randn(OBS_DIM), torch.rand(OBS_DIM) + 0.5), total_steps=1_000_000,
-        device=torch.device("cpu"), reward_min=-1.0, reward_max=5.0, episode_return_min=0.0, episode_return_max=3000.0,
+        obs_dim=OBS_DIM,
+        act_dim=ACT_DIM,
+        action_low=-torch.ones(ACT_DIM),
+        action_high=torch.ones(ACT_DIM),
+        observation_normalizer=Normalizer(torch.randn(OBS_DIM), torch.rand(OBS_DIM) + 0.5),
+        total_steps=1_000_000,
+        device=torch.device("cpu"),
+        reward_min=-1.0,
+        reward_max=5.0,
+        episode_return_min=0.0,
+        episode_return_max=3000.0,
     )
 
 
@@ -184,9 +194,17 @@ def updates_per_second(row: str, batches: list[Batch], seconds: float, warmup: i
 def run(threads: list[int], seconds: float, names: list[str]) -> dict:
     torch.manual_seed(0)
     batches = random_batches(16, torch.Generator().manual_seed(0))
-    results = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__,
-               "batch_size": BATCH, "obs_dim": OBS_DIM, "act_dim": ACT_DIM, "reference_1_thread": REFERENCE_1_THREAD,
-               "load_average_before": os.getloadavg(), "threads": {}}
+    results = {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "batch_size": BATCH,
+        "obs_dim": OBS_DIM,
+        "act_dim": ACT_DIM,
+        "reference_1_thread": REFERENCE_1_THREAD,
+        "load_average_before": os.getloadavg(),
+        "threads": {},
+    }
     for count in threads:
         torch.set_num_threads(count)
         rate = matmul_flop_rate(min(seconds, 2.0))
@@ -210,21 +228,37 @@ def run(threads: list[int], seconds: float, names: list[str]) -> dict:
 
 def print_table(results: dict) -> None:
     counts = list(results["threads"])
-    print("learner     GFLOP/upd  " + "  ".join(f"{c}T upd/s  {c}T eff  {c}T upd/cpu-s" for c in counts) + "   ref(1T)  x ref  target")
+    print(
+        "learner     GFLOP/upd  "
+        + "  ".join(f"{c}T upd/s  {c}T eff  {c}T upd/cpu-s" for c in counts)
+        + "   ref(1T)  x ref  target"
+    )
     names = list(next(iter(results["threads"].values()))["learners"])
     for name in names:
         first = results["threads"][counts[0]]["learners"][name]
         cells = "  ".join(
-            "{updates_per_second:8.1f}  {efficiency:6.0%}  {updates_per_cpu_second:12.1f}".format(**results["threads"][c]["learners"][name])
+            "{updates_per_second:8.1f}  {efficiency:6.0%}  {updates_per_cpu_second:12.1f}".format(
+                **results["threads"][c]["learners"][name]
+            )
             for c in counts
         )
         reference = REFERENCE_1_THREAD.get(learner_config(name)[0])
         target = TARGET_SPEEDUP.get(name, "-")
-        ref = f"{reference:7.0f}  {first['updates_per_second'] / reference:5.2f}  {target}" if reference else "      -      -  -"
+        ref = (
+            f"{reference:7.0f}  {first['updates_per_second'] / reference:5.2f}  {target}"
+            if reference
+            else "      -      -  -"
+        )
         print(f"{name:10s}  {first['gflop_per_update']:9.3f}  {cells}   {ref}")
     for c in counts:
-        print(f"matmul rate, {c} thread(s): {results['threads'][c]['matmul_gflops']:.1f} GFLOP/s (16 x 256x256x256 bmm)")
-    print("load average before/after: {} / {}".format(*(tuple(round(x, 2) for x in results[k]) for k in ("load_average_before", "load_average_after"))))
+        print(
+            f"matmul rate, {c} thread(s): {results['threads'][c]['matmul_gflops']:.1f} GFLOP/s (16 x 256x256x256 bmm)"
+        )
+    print(
+        "load average before/after: {} / {}".format(
+            *(tuple(round(x, 2) for x in results[k]) for k in ("load_average_before", "load_average_after"))
+        )
+    )
 
 
 def main() -> None:

@@ -20,8 +20,9 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -63,7 +64,9 @@ class ArtifactStore:
     def keys(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists())
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists()
+        )
 
     def resolve(self, key_or_prefix: str) -> str:
         """A full key from a key or a unique prefix of one."""
@@ -72,7 +75,9 @@ class ArtifactStore:
             return matches[0]
         if not matches:
             raise ArtifactError(f"no dynamics model '{key_or_prefix}' in {self.root} (see `mbrl dynamics list`)")
-        raise ArtifactError(f"'{key_or_prefix}' matches {len(matches)} dynamics models in {self.root}: {', '.join(matches)}")
+        raise ArtifactError(
+            f"'{key_or_prefix}' matches {len(matches)} dynamics models in {self.root}: {', '.join(matches)}"
+        )
 
     # ------------------------------------------------------------------ writing
 
@@ -87,7 +92,9 @@ class ArtifactStore:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def publish(self, folder: Path, key: str, tensors: dict[str, Any], meta: dict[str, Any], replace: bool = False) -> Path:
+    def publish(
+        self, folder: Path, key: str, tensors: dict[str, Any], meta: dict[str, Any], replace: bool = False
+    ) -> Path:
         """Write the files into ``folder`` and rename it to ``<root>/<key>`` in one step.
 
         If the key already exists it is replaced only when ``replace`` (another
@@ -119,10 +126,16 @@ class ArtifactStore:
         try:
             manifest = json.loads((folder / MANIFEST).read_text())
         except (OSError, ValueError) as error:
-            raise ArtifactError(f"dynamics model {key} at {folder} is corrupted: unreadable {MANIFEST} ({error}); delete it or retrain with --retrain") from error
+            raise ArtifactError(
+                f"dynamics model {key} at {folder} is corrupted: unreadable {MANIFEST} ({error}); "
+                "delete it or retrain with --retrain"
+            ) from error
         for name in (WEIGHTS, META):
             if not (folder / name).exists() or file_sha256(folder / name) != manifest.get(name):
-                raise ArtifactError(f"dynamics model {key} at {folder} is corrupted: {name} does not match its recorded hash; delete it or retrain with --retrain")
+                raise ArtifactError(
+                    f"dynamics model {key} at {folder} is corrupted: {name} does not match its "
+                    "recorded hash; delete it or retrain with --retrain"
+                )
         return folder
 
     def read_meta(self, key: str) -> dict[str, Any]:

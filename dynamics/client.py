@@ -36,7 +36,12 @@ from dynamics.wire import (
 from mbrl_core.errors import MbrlError
 
 # a server that closed a kept-alive connection shows up as one of these on the next request
-STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+STALE_CONNECTION_ERRORS = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    BrokenPipeError,
+    ConnectionAbortedError,
+)
 
 
 class RemoteError(MbrlError):
@@ -48,8 +53,13 @@ class RemoteError(MbrlError):
 
 
 class DynamicsClient:
-    def __init__(self, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 60.0,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        token: str | None = None,
+        timeout: float = 60.0,
+        device: torch.device | str = "cpu",
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise MbrlError(f"dynamics server url must look like http://host:port, got '{url}'")
@@ -70,24 +80,36 @@ class DynamicsClient:
     def predict(self, observations, actions, per_member: bool = False) -> Prediction:
         """The service's prediction; more rows than the server takes per request go as consecutive requests."""
         parts = [
-            decode_prediction(self._request("POST", "/v1/predict", {"observations": obs, "actions": act, "per_member": per_member}), self.device)
+            decode_prediction(
+                self._request("POST", "/v1/predict", {"observations": obs, "actions": act, "per_member": per_member}),
+                self.device,
+            )
             for obs, act in self._blocks(observations, actions)
         ]
         return concat_predictions(parts)
 
-    def step(self, observations, actions, generator: torch.Generator | None = None, seed: int | None = None) -> ModelStep:
+    def step(
+        self, observations, actions, generator: torch.Generator | None = None, seed: int | None = None
+    ) -> ModelStep:
         """A model step sampled on the server from ``seed``, or from seeds drawn from ``generator``
         (one per block when the rows exceed the server's per-request limit)."""
         blocks = self._blocks(observations, actions)
         if seed is not None and len(blocks) > 1:
-            raise MbrlError(f"step with an explicit seed must fit one request ({self.info()['limits']['max_request_rows']} rows); "
-                            "pass a generator instead to split it")
+            raise MbrlError(
+                f"step with an explicit seed must fit one request ({self.info()['limits']['max_request_rows']} rows); "
+                "pass a generator instead to split it"
+            )
         if seed is None and generator is None:
             raise MbrlError("step needs a generator or a seed (the server samples reproducibly from a seed)")
         parts = []
         for obs, act in blocks:
             block_seed = seed if seed is not None else _draw_seed(generator)
-            parts.append(decode_step(self._request("POST", "/v1/step", {"observations": obs, "actions": act, "seed": block_seed}), self.device))
+            parts.append(
+                decode_step(
+                    self._request("POST", "/v1/step", {"observations": obs, "actions": act, "seed": block_seed}),
+                    self.device,
+                )
+            )
         return concat_steps(parts)
 
     def _blocks(self, observations, actions) -> list[tuple[list, list]]:
@@ -96,7 +118,9 @@ class DynamicsClient:
         if len(observations) != len(actions):
             raise MbrlError(f"observations has {len(observations)} rows but actions has {len(actions)}")
         limit = self.info()["limits"]["max_request_rows"]
-        return [(observations[i : i + limit], actions[i : i + limit]) for i in range(0, max(len(observations), 1), limit)]
+        return [
+            (observations[i : i + limit], actions[i : i + limit]) for i in range(0, max(len(observations), 1), limit)
+        ]
 
     @property
     def key(self) -> str:
@@ -130,7 +154,7 @@ class DynamicsClient:
             connection.close()
             self._local.connection = None
 
-    def __enter__(self) -> "DynamicsClient":
+    def __enter__(self) -> DynamicsClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -157,10 +181,14 @@ class DynamicsClient:
             except STALE_CONNECTION_ERRORS:
                 self.close()
                 if attempt == 2:
-                    raise MbrlError(f"dynamics server at {self.url} closed the connection during {method} {path}") from None
+                    raise MbrlError(
+                        f"dynamics server at {self.url} closed the connection during {method} {path}"
+                    ) from None
             except OSError as error:
                 self.close()
-                raise MbrlError(f"no dynamics server at {self.url} ({error}); start one with `mbrl dynamics serve <key>`") from None
+                raise MbrlError(
+                    f"no dynamics server at {self.url} ({error}); start one with `mbrl dynamics serve <key>`"
+                ) from None
         if response.will_close:
             self.close()
         try:

@@ -51,17 +51,27 @@ class DynamicsConfig:
         try:  # YAML reads 1e-5 (no dot) as a string
             self.weight_decays = [float(decay) for decay in self.weight_decays]
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"dynamics.weight_decays must be a list of numbers, got {self.weight_decays!r}") from error
+            raise ConfigError(
+                f"dynamics.weight_decays must be a list of numbers, got {self.weight_decays!r}"
+            ) from error
         if len(self.weight_decays) != self.hidden_layers + 1:
             raise ConfigError(
-                f"dynamics.weight_decays has {len(self.weight_decays)} values but {self.hidden_layers} hidden layers need {self.hidden_layers + 1}"
+                f"dynamics.weight_decays has {len(self.weight_decays)} values but "
+                f"{self.hidden_layers} hidden layers need {self.hidden_layers + 1}"
             )
         if not 1 <= self.elites <= self.ensemble_size:
-            raise ConfigError(f"dynamics.elites must be between 1 and ensemble_size={self.ensemble_size}, got {self.elites}")
+            raise ConfigError(
+                f"dynamics.elites must be between 1 and ensemble_size={self.ensemble_size}, got {self.elites}"
+            )
         if self.termination not in TERMINATION_CHOICES:
-            raise ConfigError(f"dynamics.termination must be one of {', '.join(TERMINATION_CHOICES)}, got '{self.termination}'")
+            raise ConfigError(
+                f"dynamics.termination must be one of {', '.join(TERMINATION_CHOICES)}, got '{self.termination}'"
+            )
         if self.uncertainty_members not in MEMBER_CHOICES:
-            raise ConfigError(f"dynamics.uncertainty_members must be one of {', '.join(MEMBER_CHOICES)}, got '{self.uncertainty_members}'")
+            raise ConfigError(
+                f"dynamics.uncertainty_members must be one of {', '.join(MEMBER_CHOICES)}, got "
+                f"'{self.uncertainty_members}'"
+            )
         if not 0.0 < self.holdout_ratio < 1.0 or self.max_holdout < 1 or self.holdout_segment < 1:
             raise ConfigError("dynamics holdout: need 0 < holdout_ratio < 1, max_holdout >= 1 and holdout_segment >= 1")
 
@@ -79,7 +89,9 @@ def dynamics_config_values(dataset_id: str | None = None, overrides: dict[str, A
     return merge(values, overrides or {})
 
 
-def make_dynamics_config(config: DynamicsConfig | dict[str, Any] | None, dataset_id: str | None = None) -> DynamicsConfig:
+def make_dynamics_config(
+    config: DynamicsConfig | dict[str, Any] | None, dataset_id: str | None = None
+) -> DynamicsConfig:
     """A DynamicsConfig from an instance, a dict of overrides on the YAML defaults, or None (the defaults)."""
     if isinstance(config, DynamicsConfig):
         return config

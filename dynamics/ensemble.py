@@ -48,7 +48,9 @@ class GaussianEnsemble(nn.Module):
         self.weight_decays = tuple(float(d) for d in weight_decays)
         output_dim = 2 * target_dim + int(terminal_head)
         sizes = [input_dim] + [hidden_dim] * hidden_layers + [output_dim]
-        self.weights = nn.ParameterList(nn.Parameter(_init_weight(ensemble_size, n_in, n_out)) for n_in, n_out in zip(sizes, sizes[1:]))
+        self.weights = nn.ParameterList(
+            nn.Parameter(_init_weight(ensemble_size, n_in, n_out)) for n_in, n_out in zip(sizes, sizes[1:])
+        )
         self.biases = nn.ParameterList(nn.Parameter(torch.zeros(ensemble_size, 1, n_out)) for n_out in sizes[1:])
         self.max_logvar = nn.Parameter(torch.full((target_dim,), float(max_logvar_init)))
         self.min_logvar = nn.Parameter(torch.full((target_dim,), float(min_logvar_init)))

@@ -49,7 +49,7 @@ class TrainingSplit:
     holdout_segment_lengths: torch.Tensor
     obs_dim: int
 
-    def to(self, device: torch.device | str) -> "TrainingSplit":
+    def to(self, device: torch.device | str) -> TrainingSplit:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         return TrainingSplit(**{name: v.to(device) if torch.is_tensor(v) else v for name, v in moved.items()})
 
@@ -86,7 +86,9 @@ def make_split(data: TransitionData, config: DynamicsConfig, generator: torch.Ge
     n_holdout = holdout_size(n, config)
     segments = segment_ids(cpu.episode_starts, config.holdout_segment)
     rank_of_segment = torch.empty(int(segments[-1]) + 1, dtype=torch.long)
-    rank_of_segment[torch.randperm(rank_of_segment.shape[0], generator=generator)] = torch.arange(rank_of_segment.shape[0])
+    rank_of_segment[torch.randperm(rank_of_segment.shape[0], generator=generator)] = torch.arange(
+        rank_of_segment.shape[0]
+    )
     # rows sorted by their segment's random rank, then by time: holdout = the first n_holdout
     order = torch.argsort(rank_of_segment[segments] * n + torch.arange(n))
     holdout_rows, train_rows = order[:n_holdout], order[n_holdout:].sort().values
@@ -177,7 +179,12 @@ class EnsembleLightningModule(L.LightningModule):
         loss = nll + self.ensemble.logvar_bound_loss(self.config.logvar_bound_coef) + self.ensemble.weight_decay_loss()
         if out.terminal_logit is not None:
             terminal_targets = self.split.train_terminals[member_rows]
-            loss = loss + F.binary_cross_entropy_with_logits(out.terminal_logit, terminal_targets, reduction="none").mean(dim=1).sum()
+            loss = (
+                loss
+                + F.binary_cross_entropy_with_logits(out.terminal_logit, terminal_targets, reduction="none")
+                .mean(dim=1)
+                .sum()
+            )
         self.log("train/loss", loss.detach(), prog_bar=True)
         return loss
 
@@ -207,7 +214,11 @@ class SnapshotTracker:
         self.epochs_without_improvement = 0
 
     def update(self, epoch: int, holdout_mse: list[float]) -> list[int]:
-        improved = [m for m, (best, mse) in enumerate(zip(self.best, holdout_mse)) if best == math.inf or (best - mse) / best > self.threshold]
+        improved = [
+            m
+            for m, (best, mse) in enumerate(zip(self.best, holdout_mse))
+            if best == math.inf or (best - mse) / best > self.threshold
+        ]
         for member in improved:
             self.best[member], self.best_epoch[member] = holdout_mse[member], epoch
         self.epochs_without_improvement = 0 if improved else self.epochs_without_improvement + 1
@@ -284,7 +295,9 @@ def fit_ensemble(
     accelerator, devices, strategy, num_nodes, precision, logger...); restores the snapshots."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    batches = MemberBatches(split.train_inputs.shape[0], ensemble.ensemble_size, config.batch_size, config.bootstrap, config.seed)
+    batches = MemberBatches(
+        split.train_inputs.shape[0], ensemble.ensemble_size, config.batch_size, config.bootstrap, config.seed
+    )
     tracker = SnapshotTracker(ensemble.ensemble_size, config.improvement_threshold, config.patience)
     snapshots = MemberSnapshots(tracker)
     options = {
@@ -304,7 +317,9 @@ def fit_ensemble(
         # Lightning 2.6 + torch 2.13 warn about a deprecated pytree API inside Lightning itself.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         trainer = L.Trainer(**options)
-        trainer.fit(EnsembleLightningModule(ensemble, split, config), train_dataloaders=batches, val_dataloaders=WholeHoldout())
+        trainer.fit(
+            EnsembleLightningModule(ensemble, split, config), train_dataloaders=batches, val_dataloaders=WholeHoldout()
+        )
     snapshots.restore(ensemble)
     return FitResult(
         epochs=trainer.current_epoch,

@@ -22,7 +22,9 @@ from dynamics.ensemble import GaussianEnsemble, member_mse
 from dynamics.lightning_module import TrainingSplit, model_inputs
 
 HORIZONS = (1, 5, 10)
-COLUMNS = ("holdout_mse", "holdout_nll", "within_1_sigma", "within_2_sigma") + tuple(f"open_loop_mse_h{h}" for h in HORIZONS)
+COLUMNS = ("holdout_mse", "holdout_nll", "within_1_sigma", "within_2_sigma") + tuple(
+    f"open_loop_mse_h{h}" for h in HORIZONS
+)
 
 
 @torch.no_grad()
@@ -44,7 +46,9 @@ def member_quality(ensemble: GaussianEnsemble, split: TrainingSplit) -> dict[str
     return per_member
 
 
-def summarize_quality(per_member: dict[str, list[float]], elites: list[int], holdout_transitions: int) -> dict[str, Any]:
+def summarize_quality(
+    per_member: dict[str, list[float]], elites: list[int], holdout_transitions: int
+) -> dict[str, Any]:
     """The stored report: per-member values and their mean over the elites."""
     elite_mean = {name: sum(values[m] for m in elites) / len(elites) for name, values in per_member.items()}
     return {"per_member": per_member, "elite_mean": elite_mean, "holdout_transitions": holdout_transitions}

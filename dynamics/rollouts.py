@@ -16,8 +16,9 @@ with its rollout id and step index. Everything stays on the model's device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -122,12 +123,19 @@ class RolloutGenerator:
         self.generator = make_generator(seed + 2, start_observations.device)
 
     def generate(self, learner: Any, number: int, policy_step: int) -> RolloutGeneration:
-        picks = torch.randint(len(self.start_observations), (self.batch_size,), device=self.start_observations.device, generator=self.generator)
+        picks = torch.randint(
+            len(self.start_observations),
+            (self.batch_size,),
+            device=self.start_observations.device,
+            generator=self.generator,
+        )
 
         def act(observations: torch.Tensor) -> torch.Tensor:
             return learner.act(observations, deterministic=False)
 
-        rows = branched_rollouts(self.model, act, self.start_observations[picks], self.horizon, self.generator, self.halting)
+        rows = branched_rollouts(
+            self.model, act, self.start_observations[picks], self.horizon, self.generator, self.halting
+        )
         return RolloutGeneration(number=number, policy_step=policy_step, **rows)
 
     def state_dict(self) -> dict[str, Any]:

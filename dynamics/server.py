@@ -34,12 +34,13 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from mbrl_core.errors import ConfigError
@@ -124,7 +125,9 @@ class BatchingWorker:
     elites and noise from that request's generator, whichever requests share its forward pass.
     """
 
-    def __init__(self, service, batch_rows: int, max_wait_ms: float, requests_in_progress: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, service, batch_rows: int, max_wait_ms: float, requests_in_progress: Callable[[], int] | None = None
+    ) -> None:
         self.service = service
         self.requests_in_progress = requests_in_progress or (lambda: float("inf"))
         self.batch_rows = batch_rows
@@ -237,7 +240,12 @@ class DynamicsServer(ThreadingHTTPServer):
         dims = self.obs_dim + self.act_dim
         self.max_body_bytes = self.config.max_request_rows * dims * BYTES_PER_NUMBER + BODY_SLACK_BYTES
         limits = {"max_request_rows": self.config.max_request_rows, "max_body_bytes": self.max_body_bytes}
-        info = {**service.meta, "device": str(service.device), "uncertainty_features": list(FEATURE_NAMES), "limits": limits}
+        info = {
+            **service.meta,
+            "device": str(service.device),
+            "uncertainty_features": list(FEATURE_NAMES),
+            "limits": limits,
+        }
         self.info = json_safe(info)
         self.worker = BatchingWorker(service, self.config.batch_rows, self.config.max_wait_ms, self.busy_connections)
         self.stopping = False
@@ -253,7 +261,7 @@ class DynamicsServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
-    def start(self) -> "DynamicsServer":
+    def start(self) -> DynamicsServer:
         """Serve from a background thread (tests, notebooks); :meth:`stop` ends it."""
         self.worker.start()
         self._serve_thread = threading.Thread(target=self.serve_forever, name="dynamics-http", daemon=True)
@@ -319,7 +327,10 @@ def _shutdown_socket(connection: socket.socket) -> None:
 
 def _refuse_busy(connection: socket.socket) -> None:
     body = b'{"error":"too many connections; retry later"}'
-    head = f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
     try:
         connection.sendall(head.encode() + body)
     except OSError:
@@ -361,8 +372,15 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         self._send(status, dumps(payload))
         self.server.mark_busy(self.connection, False)
-        logger.debug("%s %s %s %d rows=%d %.2fms", self.client_address[0], method, self.path, status, self._rows,
-                     1000 * (time.perf_counter() - started))
+        logger.debug(
+            "%s %s %s %d rows=%d %.2fms",
+            self.client_address[0],
+            method,
+            self.path,
+            status,
+            self._rows,
+            1000 * (time.perf_counter() - started),
+        )
 
     def _route(self, method: str) -> dict[str, Any]:
         from dynamics.wire import WireError
@@ -402,7 +420,10 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _info(self) -> dict[str, Any]:
         worker = self.server.worker
-        return {**self.server.info, "stats": {"requests_answered": worker.requests_answered, "forward_passes": worker.forward_passes}}
+        return {
+            **self.server.info,
+            "stats": {"requests_answered": worker.requests_answered, "forward_passes": worker.forward_passes},
+        }
 
     def _predict(self) -> dict[str, Any]:
         from dynamics.wire import encode_prediction
@@ -418,7 +439,9 @@ class RequestHandler(BaseHTTPRequestHandler):
         from dynamics.wire import parse_model_request
 
         body = self._read_json_body()
-        request = parse_model_request(body, kind, self.server.obs_dim, self.server.act_dim, self.server.config.max_request_rows)
+        request = parse_model_request(
+            body, kind, self.server.obs_dim, self.server.act_dim, self.server.config.max_request_rows
+        )
         self._rows = request.rows
         return self.server.worker.submit(kind, request).result()
 
@@ -438,7 +461,11 @@ class RequestHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(length))
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
-            raise WireError(415, f"Content-Type must be application/json, got '{content_type or 'none'}' (curl: add -H 'Content-Type: application/json')")
+            raise WireError(
+                415,
+                f"Content-Type must be application/json, got '{content_type or 'none'}' (curl: add -H "
+                "'Content-Type: application/json')",
+            )
         return body
 
     def _send(self, status: int, body: bytes) -> None:
@@ -473,21 +500,49 @@ class RequestHandler(BaseHTTPRequestHandler):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ServeConfig()
     parser.add_argument("key", help="model key (or a unique prefix of one), see `mbrl dynamics list`")
-    parser.add_argument("--store", default=None, help="artifact folder (default: MBRL_DYNAMICS_STORE, else ~/.cache/mbrl-offline-suite/dynamics)")
-    parser.add_argument("--host", default=defaults.host, help="address to bind (default loopback; another host needs a token or --insecure)")
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="artifact folder (default: MBRL_DYNAMICS_STORE, else ~/.cache/mbrl-offline-suite/dynamics)",
+    )
+    parser.add_argument(
+        "--host",
+        default=defaults.host,
+        help="address to bind (default loopback; another host needs a token or --insecure)",
+    )
     parser.add_argument("--port", type=int, default=defaults.port, help="port (0 picks a free one, printed at start)")
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="torch CPU threads for the model (default 1: between many small forward passes, idle OpenMP "
-                             "workers spin and starve the HTTP threads; raise it for large batches on many cores)")
-    parser.add_argument("--token-file", default=None,
-                        help=f"file holding the shared secret clients send as 'Authorization: Bearer <token>' (or set {TOKEN_ENV})")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for the model (default 1: between many small forward passes, idle OpenMP "
+        "workers spin and starve the HTTP threads; raise it for large batches on many cores)",
+    )
+    parser.add_argument(
+        "--token-file",
+        default=None,
+        help=f"file holding the shared secret clients send as 'Authorization: Bearer <token>' (or set {TOKEN_ENV})",
+    )
     parser.add_argument("--insecure", action="store_true", help="allow a non-loopback host without a token")
-    parser.add_argument("--max-request-rows", type=int, default=defaults.max_request_rows, help="rows allowed per request (more: 413)")
-    parser.add_argument("--batch-rows", type=int, default=defaults.batch_rows, help="rows gathered into one forward pass at most")
-    parser.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms, help="how long a request waits for others to batch with")
-    parser.add_argument("--max-connections", type=int, default=defaults.max_connections, help="concurrent connections (more: 503)")
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning"), help="debug logs one line per request")
+    parser.add_argument(
+        "--max-request-rows", type=int, default=defaults.max_request_rows, help="rows allowed per request (more: 413)"
+    )
+    parser.add_argument(
+        "--batch-rows", type=int, default=defaults.batch_rows, help="rows gathered into one forward pass at most"
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=defaults.max_wait_ms,
+        help="how long a request waits for others to batch with",
+    )
+    parser.add_argument(
+        "--max-connections", type=int, default=defaults.max_connections, help="concurrent connections (more: 503)"
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning"), help="debug logs one line per request"
+    )
 
 
 def read_token(token_file: str | None) -> str | None:
@@ -506,8 +561,16 @@ def run(args: argparse.Namespace) -> int:
     from mbrl_core.device import select_device
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = ServeConfig(args.host, args.port, read_token(args.token_file), args.insecure, args.max_request_rows,
-                         args.batch_rows, args.max_wait_ms, args.max_connections)
+    config = ServeConfig(
+        args.host,
+        args.port,
+        read_token(args.token_file),
+        args.insecure,
+        args.max_request_rows,
+        args.batch_rows,
+        args.max_wait_ms,
+        args.max_connections,
+    )
     check_bind_allowed(config)  # before loading the model: fail fast
     torch.set_num_threads(args.torch_threads)
     service = DynamicsService.load(args.key, store=args.store, device=select_device(args.device))

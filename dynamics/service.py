@@ -66,7 +66,9 @@ class ModelStep:
 
 
 class DynamicsService:
-    def __init__(self, ensemble: GaussianEnsemble, meta: dict[str, Any], store: ArtifactStore, was_cached: bool = False) -> None:
+    def __init__(
+        self, ensemble: GaussianEnsemble, meta: dict[str, Any], store: ArtifactStore, was_cached: bool = False
+    ) -> None:
         self.ensemble = ensemble.eval()
         self.meta = meta
         self.store = store
@@ -88,7 +90,7 @@ class DynamicsService:
         retrain: bool = False,
         progress: bool = True,
         **trainer_kwargs,
-    ) -> "DynamicsService":
+    ) -> DynamicsService:
         """The stored model for (data, config) if there is one (``was_cached``), else train and store it.
         ``trainer_kwargs`` go to ``lightning.Trainer`` (accelerator, devices, strategy, num_nodes...)."""
         config = make_dynamics_config(config, data.info.dataset_id)
@@ -102,11 +104,13 @@ class DynamicsService:
         return cls._train(data, config, artifacts, key, retrain, progress, trainer_kwargs)
 
     @classmethod
-    def _train(cls, data, config, artifacts, key, retrain, progress, trainer_kwargs) -> "DynamicsService":
+    def _train(cls, data, config, artifacts, key, retrain, progress, trainer_kwargs) -> DynamicsService:
         from dynamics.lightning_module import fit_ensemble, make_split, select_elites
         from dynamics.quality import member_quality, summarize_quality
 
-        termination = choose_termination(config.termination, data.info.env_id, data.info.env_spec_json, bool(data.terminals.any()))
+        termination = choose_termination(
+            config.termination, data.info.env_id, data.info.env_spec_json, bool(data.terminals.any())
+        )
         split = make_split(data, config, torch.Generator().manual_seed(config.seed))
         with torch.random.fork_rng(devices=[]):  # seeded initial weights without touching the caller's RNG
             torch.manual_seed(config.seed)
@@ -121,26 +125,39 @@ class DynamicsService:
             per_member = member_quality(ensemble, split)
             elites = select_elites(per_member["holdout_mse"], config.elites)
             quality = summarize_quality(per_member, elites, len(split.holdout_inputs))
-            meta = _metadata(key, data, config, termination, elites, quality, train_seconds, result, len(split.train_inputs))
+            meta = _metadata(
+                key, data, config, termination, elites, quality, train_seconds, result, len(split.train_inputs)
+            )
             service = cls(ensemble, meta, artifacts)
             meta["disagreement_stats"] = service._dataset_disagreement(data)
             if result.global_rank_zero:
-                artifacts.publish(folder, key, {"ensemble": {k: v.cpu() for k, v in ensemble.state_dict().items()}}, meta, replace=retrain)
+                artifacts.publish(
+                    folder,
+                    key,
+                    {"ensemble": {k: v.cpu() for k, v in ensemble.state_dict().items()}},
+                    meta,
+                    replace=retrain,
+                )
         return service
 
     @classmethod
-    def load(cls, key: str, store: str | Path | None = None, device: torch.device | str | None = None) -> "DynamicsService":
+    def load(
+        cls, key: str, store: str | Path | None = None, device: torch.device | str | None = None
+    ) -> DynamicsService:
         artifacts = ArtifactStore(store)
         key = artifacts.resolve(key)
         meta, tensors = artifacts.read(key)
         if meta.get("schema_version") != SCHEMA_VERSION:
-            raise ArtifactError(f"dynamics model {key} has schema version {meta.get('schema_version')}, this code reads {SCHEMA_VERSION}; retrain it")
+            raise ArtifactError(
+                f"dynamics model {key} has schema version {meta.get('schema_version')}, this code "
+                f"reads {SCHEMA_VERSION}; retrain it"
+            )
         config = DynamicsConfig(**meta["config"])
         ensemble = _build_ensemble(config, meta["obs_dim"], meta["act_dim"], meta["termination"]["kind"] == "learned")
         ensemble.load_state_dict(tensors["ensemble"])
         return cls(ensemble.to(device or "cpu"), meta, artifacts)
 
-    def to(self, device: torch.device | str) -> "DynamicsService":
+    def to(self, device: torch.device | str) -> DynamicsService:
         self.ensemble.to(device)
         self._elite_index = self._elite_index.to(device)
         self._uncertainty_index = self._uncertainty_index.to(device)
@@ -188,7 +205,8 @@ class DynamicsService:
                 continue
             raise ArtifactError(
                 f"dynamics model {self.key} (trained on '{self.meta['dataset']['id']}') does not fit dataset "
-                f"'{data.info.dataset_id}': {detail}; train one for it with `mbrl dynamics train --dataset {data.info.dataset_id}`"
+                f"'{data.info.dataset_id}': {detail}; train one for it with `mbrl dynamics train "
+                f"--dataset {data.info.dataset_id}`"
             )
 
     # ------------------------------------------------------------------ inference
@@ -224,7 +242,14 @@ class DynamicsService:
         if per_member:
             member_means = out.mean.clone()
             member_means[..., :s] += observations
-        return Prediction(next_observations, elite_mean[:, s], terminals, self._uncertainty(out, stds), member_means, stds if per_member else None)
+        return Prediction(
+            next_observations,
+            elite_mean[:, s],
+            terminals,
+            self._uncertainty(out, stds),
+            member_means,
+            stds if per_member else None,
+        )
 
     def step(self, observations: torch.Tensor, actions: torch.Tensor, generator: torch.Generator) -> ModelStep:
         """One model step per row: a Gaussian sample from one random elite (MBPO/MOPO), terminals from
@@ -232,7 +257,9 @@ class DynamicsService:
         the model's device."""
         return self.step_segments(observations, actions, [(observations.shape[0], generator)])[0]
 
-    def step_segments(self, observations: torch.Tensor, actions: torch.Tensor, segments: list[tuple[int, torch.Generator]]) -> list[ModelStep]:
+    def step_segments(
+        self, observations: torch.Tensor, actions: torch.Tensor, segments: list[tuple[int, torch.Generator]]
+    ) -> list[ModelStep]:
         """Several step requests, their rows concatenated, in ONE forward pass. ``segments`` lists each
         request's (rows, generator) in row order; a request's elite choices and noise come from its own
         generator, drawn as :meth:`step` draws them, so its result is the solo ``step`` of its rows
@@ -256,11 +283,17 @@ class DynamicsService:
             terminals = self.termination(next_observations)
         uncertainty = {name: values.split(sizes) for name, values in self._uncertainty(out, stds).items()}
         parts = zip(next_observations.split(sizes), sample[:, s].split(sizes), terminals.split(sizes))
-        return [ModelStep(*part, {name: values[i] for name, values in uncertainty.items()}) for i, part in enumerate(parts)]
+        return [
+            ModelStep(*part, {name: values[i] for name, values in uncertainty.items()}) for i, part in enumerate(parts)
+        ]
 
-    def _draw_elites_and_noise(self, rows: int, width: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw_elites_and_noise(
+        self, rows: int, width: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One request's random draws, in a fixed order: an elite per row, then the standard normal noise."""
-        chosen = self._elite_index[torch.randint(len(self._elite_index), (rows,), generator=generator, device=self.device)]
+        chosen = self._elite_index[
+            torch.randint(len(self._elite_index), (rows,), generator=generator, device=self.device)
+        ]
         return chosen, torch.randn((rows, width), generator=generator, device=self.device)
 
     def _dataset_disagreement(self, data: TransitionData) -> dict[str, float]:
@@ -296,7 +329,11 @@ def _build_ensemble(config: DynamicsConfig, obs_dim: int, act_dim: int, terminal
 
 
 def _space_dict(space) -> dict[str, Any]:
-    return {"shape": list(space.shape), "low": np.asarray(space.low, dtype=float).tolist(), "high": np.asarray(space.high, dtype=float).tolist()}
+    return {
+        "shape": list(space.shape),
+        "low": np.asarray(space.low, dtype=float).tolist(),
+        "high": np.asarray(space.high, dtype=float).tolist(),
+    }
 
 
 def library_versions() -> dict[str, str]:
@@ -314,11 +351,19 @@ def _metadata(key, data, config, termination, elites, quality, train_seconds, re
         "schema_version": SCHEMA_VERSION,
         "key": key,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dataset": {"id": data.info.dataset_id, "fingerprint": data.fingerprint, "env_id": data.info.env_id, "transitions": len(data)},
+        "dataset": {
+            "id": data.info.dataset_id,
+            "fingerprint": data.fingerprint,
+            "env_id": data.info.env_id,
+            "transitions": len(data),
+        },
         "config": config.to_dict(),
         "obs_dim": data.obs_dim,
         "act_dim": data.act_dim,
-        "spaces": {"observation": _space_dict(data.info.observation_space), "action": _space_dict(data.info.action_space)},
+        "spaces": {
+            "observation": _space_dict(data.info.observation_space),
+            "action": _space_dict(data.info.action_space),
+        },
         "termination": termination.to_dict(),
         "elites": elites,
         "metrics": {

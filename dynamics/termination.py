@@ -30,7 +30,11 @@ NEVER_TERMINATING_ENVS = ("HalfCheetah", "Swimmer", "Reacher", "Pusher", "Pendul
 
 # the v5 constructor defaults of each env with a healthy-state rule
 HEALTHY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "Hopper": {"healthy_state_range": (-100.0, 100.0), "healthy_z_range": (0.7, math.inf), "healthy_angle_range": (-0.2, 0.2)},
+    "Hopper": {
+        "healthy_state_range": (-100.0, 100.0),
+        "healthy_z_range": (0.7, math.inf),
+        "healthy_angle_range": (-0.2, 0.2),
+    },
     "Walker2d": {"healthy_z_range": (0.8, 2.0), "healthy_angle_range": (-1.0, 1.0)},
     "Ant": {"healthy_z_range": (0.2, 1.0)},
     "Humanoid": {"healthy_z_range": (1.0, 2.0)},
@@ -48,10 +52,13 @@ class TerminationRule:
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()}}
+        return {
+            "kind": self.kind,
+            "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()},
+        }
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TerminationRule":
+    def from_dict(cls, values: dict[str, Any]) -> TerminationRule:
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in values.get("params", {}).items()}
         return cls(values["kind"], params)
 
@@ -142,7 +149,9 @@ def rule_for_env(env_id: str | None, env_spec_json: str | None = None) -> Termin
     return TerminationRule(name, params)
 
 
-def choose_termination(mode: str, env_id: str | None, env_spec_json: str | None, has_terminals: bool) -> TerminationRule:
+def choose_termination(
+    mode: str, env_id: str | None, env_spec_json: str | None, has_terminals: bool
+) -> TerminationRule:
     """Resolve the config's ``termination`` mode (auto | never | learned) for a dataset."""
     if mode == NEVER:
         return TerminationRule(NEVER)
@@ -152,7 +161,13 @@ def choose_termination(mode: str, env_id: str | None, env_spec_json: str | None,
     if known is not None:
         return known
     if has_terminals:
-        warnings.warn(f"no termination rule for env '{env_id}': learning a terminal head from the dataset's terminal flags", stacklevel=2)
+        warnings.warn(
+            f"no termination rule for env '{env_id}': learning a terminal head from the dataset's terminal flags",
+            stacklevel=2,
+        )
         return TerminationRule(LEARNED)
-    warnings.warn(f"no termination rule for env '{env_id}' and no terminals in the dataset: the model never terminates", stacklevel=2)
+    warnings.warn(
+        f"no termination rule for env '{env_id}' and no terminals in the dataset: the model never terminates",
+        stacklevel=2,
+    )
     return TerminationRule(NEVER)

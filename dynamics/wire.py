@@ -107,7 +107,9 @@ def _rows(payload: dict[str, Any], name: str, dim: int, max_rows: int) -> np.nda
         array = array.astype(np.float32)
     finite = np.isfinite(array).all(axis=1)
     if not finite.all():
-        raise WireError(400, f"{name} row {int(np.argmin(finite))} contains NaN or infinity (or a number beyond float32's range)")
+        raise WireError(
+            400, f"{name} row {int(np.argmin(finite))} contains NaN or infinity (or a number beyond float32's range)"
+        )
     return array
 
 

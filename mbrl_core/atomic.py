@@ -53,4 +53,6 @@ def load_torch(path: Path, map_location: str | torch.device = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:
-        raise ArtifactError(f"checkpoint {path} is damaged and cannot be read ({type(error).__name__}: {error})") from error
+        raise ArtifactError(
+            f"checkpoint {path} is damaged and cannot be read ({type(error).__name__}: {error})"
+        ) from error

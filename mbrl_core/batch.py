@@ -37,11 +37,11 @@ class Batch:
         return self.synthetic
 
     @staticmethod
-    def concat(first: "Batch", second: "Batch") -> "Batch":
+    def concat(first: Batch, second: Batch) -> Batch:
         """Stack two batches (real rows first); uncertainty features missing on one side are zeros."""
         names = set(first.uncertainty) | set(second.uncertainty)
 
-        def feature(batch: "Batch", name: str) -> torch.Tensor:
+        def feature(batch: Batch, name: str) -> torch.Tensor:
             return batch.uncertainty.get(name, torch.zeros_like(batch.rewards))
 
         return Batch(

@@ -13,9 +13,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -53,7 +54,8 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
-    """``["expectile=0.5", "trainer.steps=1000"]`` -> ``{"learner": {"expectile": 0.5}, "trainer": {"steps": 1000}}``."""
+    """``["expectile=0.5", "trainer.steps=1000"]``
+    -> ``{"learner": {"expectile": 0.5}, "trainer": {"steps": 1000}}``."""
     result: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
@@ -65,14 +67,18 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     return result
 
 
-def resolve_algo_config(algo: str, dataset_id: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def resolve_algo_config(
+    algo: str, dataset_id: str | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Trainer defaults, then the algorithm's file, then matching per-dataset overrides, then ``overrides``."""
     path = configs_dir() / f"{algo}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in configs_dir().glob("*.yaml") if "learner" in read_yaml(p))
         raise ConfigError(f"unknown algorithm '{algo}' (no {path.name} in {configs_dir()}; known: {', '.join(known)})")
     algo_file = read_yaml(path)
-    resolved = merge({"trainer": read_yaml(configs_dir() / "trainer.yaml")}, {k: v for k, v in algo_file.items() if k != "datasets"})
+    resolved = merge(
+        {"trainer": read_yaml(configs_dir() / "trainer.yaml")}, {k: v for k, v in algo_file.items() if k != "datasets"}
+    )
     for pattern, section_overrides in (algo_file.get("datasets") or {}).items():
         if dataset_id is not None and fnmatch.fnmatch(dataset_id, pattern):
             resolved = merge(resolved, section_overrides)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -95,11 +96,11 @@ class TransitionData:
     def act_dim(self) -> int:
         return int(self.actions.shape[1])
 
-    def to(self, device: torch.device | str) -> "TransitionData":
+    def to(self, device: torch.device | str) -> TransitionData:
         moved = {name: getattr(self, name).to(device).contiguous() for name in FIELDS}
         return replace(self, **moved)
 
-    def subset(self, index: torch.Tensor) -> "TransitionData":
+    def subset(self, index: torch.Tensor) -> TransitionData:
         """The transitions at ``index`` (a new fingerprint is computed)."""
         picked = {name: getattr(self, name)[index].contiguous() for name in FIELDS}
         return TransitionData(**picked, info=self.info)
@@ -150,15 +151,21 @@ def load_minari(dataset_id: str, download: bool = True):
     except FileNotFoundError:
         pass
     except Exception as error:  # a local copy exists but cannot be read
-        raise DatasetError(f"dataset '{dataset_id}' exists locally under {local_datasets_root()} but cannot be read: {error}") from error
+        raise DatasetError(
+            f"dataset '{dataset_id}' exists locally under {local_datasets_root()} but cannot be read: {error}"
+        ) from error
     if not download:
-        raise DatasetError(f"dataset '{dataset_id}' not found locally under {local_datasets_root()} (set MINARI_DATASETS_PATH to look elsewhere)")
+        raise DatasetError(
+            f"dataset '{dataset_id}' not found locally under {local_datasets_root()} (set "
+            "MINARI_DATASETS_PATH to look elsewhere)"
+        )
     try:
         return minari.load_dataset(dataset_id, download=True)
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DatasetError(
-            f"dataset '{dataset_id}' not found locally under {local_datasets_root()} and could not be downloaded ({reason}); "
+            f"dataset '{dataset_id}' not found locally under {local_datasets_root()} and could not be "
+            f"downloaded ({reason}); "
             "build one with `mbrl collect` or set MINARI_DATASETS_PATH"
         ) from error
 
@@ -194,7 +201,9 @@ def dataset_info(dataset) -> DatasetInfo:
 
 def require_box(space: gym.Space, what: str, where: str) -> None:
     if not isinstance(space, gym.spaces.Box):
-        raise DatasetError(f"dataset '{where}': {what} space {type(space).__name__} is not supported (only continuous Box spaces are)")
+        raise DatasetError(
+            f"dataset '{where}': {what} space {type(space).__name__} is not supported (only continuous Box spaces are)"
+        )
 
 
 def _optional_float(value) -> float | None:
@@ -233,7 +242,12 @@ def _episode_transitions(episode, number: int, info: DatasetInfo) -> dict[str, n
     terminations = np.asarray(_get(episode, "terminations"), dtype=bool).reshape(-1)
     truncations = np.asarray(_get(episode, "truncations"), dtype=bool).reshape(-1)
     steps = actions.shape[0]
-    lengths = {"observations": observations.shape[0] - 1, "rewards": len(rewards), "terminations": len(terminations), "truncations": len(truncations)}
+    lengths = {
+        "observations": observations.shape[0] - 1,
+        "rewards": len(rewards),
+        "terminations": len(terminations),
+        "truncations": len(truncations),
+    }
     wrong = {name: n for name, n in lengths.items() if n != steps}
     if wrong:
         detail = ", ".join(f"{name} {n + (1 if name == 'observations' else 0)}" for name, n in wrong.items())
@@ -258,7 +272,9 @@ def _episode_transitions(episode, number: int, info: DatasetInfo) -> dict[str, n
 
 def _flat(values, name: str, number: int, info: DatasetInfo) -> np.ndarray:
     if isinstance(values, dict):
-        raise DatasetError(f"dataset '{info.dataset_id}' episode {number}: dict {name} are not supported (only Box spaces are)")
+        raise DatasetError(
+            f"dataset '{info.dataset_id}' episode {number}: dict {name} are not supported (only Box spaces are)"
+        )
     array = np.asarray(values, dtype=np.float64)
     return array.reshape(array.shape[0], -1) if array.ndim != 2 else array
 
@@ -266,7 +282,8 @@ def _flat(values, name: str, number: int, info: DatasetInfo) -> np.ndarray:
 def _check_dims(array: np.ndarray, expected: int, what: str, number: int, info: DatasetInfo) -> None:
     if array.shape[1] != expected:
         raise DatasetError(
-            f"dataset '{info.dataset_id}' episode {number}: {what}s have {array.shape[1]} dimensions but the {what} space has {expected}"
+            f"dataset '{info.dataset_id}' episode {number}: {what}s have {array.shape[1]} dimensions "
+            f"but the {what} space has {expected}"
         )
 
 
@@ -281,4 +298,3 @@ def check_finite(arrays: dict[str, np.ndarray], dataset_id: str) -> None:
             problems.append(f"{count} in {name} (first at transition {first_row})")
     if problems:
         raise DatasetError(f"dataset '{dataset_id}' has non-finite (NaN/inf) values: " + "; ".join(problems))
-

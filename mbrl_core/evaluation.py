@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -58,7 +58,14 @@ def make_vector_env(spec, episodes: int) -> gym.vector.SyncVectorEnv:
 class Evaluator:
     """Runs ``episodes`` episodes at once in a vector env; episode ``i`` is reset with seed ``seed + i``."""
 
-    def __init__(self, info: DatasetInfo, episodes: int = 10, seed: int = 0, env_id: str | None = None, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        info: DatasetInfo,
+        episodes: int = 10,
+        seed: int = 0,
+        env_id: str | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.info = info
         self.episodes = episodes
         self.seed = seed

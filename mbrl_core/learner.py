@@ -35,7 +35,7 @@ class LearnerContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_data(cls, data: TransitionData, total_steps: int, device: torch.device) -> "LearnerContext":
+    def from_data(cls, data: TransitionData, total_steps: int, device: torch.device) -> LearnerContext:
         returns = data.episode_returns()
         space = data.info.action_space
         return cls(

@@ -6,7 +6,7 @@ Minari's DataCollector needs jax; building the episode buffers ourselves does no
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -46,7 +46,9 @@ class ModelBuffer:
 
     def __init__(self, capacity: int, retain_generations: int, device: torch.device | str) -> None:
         if capacity <= 0 or retain_generations <= 0:
-            raise ConfigError(f"model buffer needs a positive capacity and retain_generations (got {capacity}, {retain_generations})")
+            raise ConfigError(
+                f"model buffer needs a positive capacity and retain_generations (got {capacity}, {retain_generations})"
+            )
         self.capacity = capacity
         self.retain_generations = retain_generations
         self.device = torch.device(device)
@@ -65,7 +67,9 @@ class ModelBuffer:
         """Allocate the ring on the first generation, shaped like it."""
         for name in RING_COLUMNS:
             example = getattr(generation, name)
-            self.columns[name] = torch.zeros((self.capacity,) + tuple(example.shape[1:]), dtype=torch.float32, device=self.device)
+            self.columns[name] = torch.zeros(
+                (self.capacity,) + tuple(example.shape[1:]), dtype=torch.float32, device=self.device
+            )
         for name in generation.uncertainty:
             self.uncertainty[name] = torch.zeros(self.capacity, dtype=torch.float32, device=self.device)
 
@@ -73,7 +77,9 @@ class ModelBuffer:
         """Append ``generation`` after the newest one, evicting the oldest as needed."""
         length = len(generation)
         if length > self.capacity:
-            raise ConfigError(f"a rollout generation of {length} rows does not fit the model buffer ({self.capacity} rows)")
+            raise ConfigError(
+                f"a rollout generation of {length} rows does not fit the model buffer ({self.capacity} rows)"
+            )
         while self.slots and (len(self.slots) >= self.retain_generations or len(self) + length > self.capacity):
             self.slots.popleft()
         offset = (self.slots[-1].offset + self.slots[-1].length) % self.capacity if self.slots else 0
@@ -85,7 +91,8 @@ class ModelBuffer:
             self._allocate(generation)
         if set(generation.uncertainty) != set(self.uncertainty):
             raise ArtifactError(
-                f"generation {generation.number} has uncertainty features {sorted(generation.uncertainty)}, the buffer holds {sorted(self.uncertainty)}"
+                f"generation {generation.number} has uncertainty features "
+                f"{sorted(generation.uncertainty)}, the buffer holds {sorted(self.uncertainty)}"
             )
         rows = (torch.arange(slot.length, device=self.device) + slot.offset) % self.capacity
         for name, column in self.columns.items():

@@ -71,7 +71,7 @@ class RolloutGeneration:
     def __len__(self) -> int:
         return int(self.rewards.shape[0])
 
-    def to(self, device: torch.device | str) -> "RolloutGeneration":
+    def to(self, device: torch.device | str) -> RolloutGeneration:
         tensors = {name: getattr(self, name).to(device) for name in ROW_ARRAYS if name != "generations"}
         return replace(self, **tensors, uncertainty={k: v.to(device) for k, v in self.uncertainty.items()})
 
@@ -116,7 +116,7 @@ class RolloutStore:
         metadata: dict[str, Any],
         chunk_rows: int = 65_536,
         storage_options: dict | None = None,
-    ) -> "RolloutStore":
+    ) -> RolloutStore:
         """A new empty store at ``url`` (an existing one there is replaced)."""
         group = _open_group(url, "w", storage_options)
         widths = {"observations": obs_dim, "actions": act_dim, "next_observations": obs_dim}
@@ -142,7 +142,7 @@ class RolloutStore:
         return cls(group, str(url), writable=True)
 
     @classmethod
-    def open(cls, url: str | Path, mode: str = "r", storage_options: dict | None = None) -> "RolloutStore":
+    def open(cls, url: str | Path, mode: str = "r", storage_options: dict | None = None) -> RolloutStore:
         """Open an existing store, read-only (``mode="r"``) or for appending (``mode="a"``)."""
         if mode not in {"r", "a"}:
             raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
@@ -165,9 +165,14 @@ class RolloutStore:
     def _check_schema(self) -> None:
         attrs = self.group.attrs
         if "schema_version" not in attrs:
-            raise ArtifactError(f"{self.url} is not a rollout store (no schema_version attribute; an interrupted creation leaves none)")
+            raise ArtifactError(
+                f"{self.url} is not a rollout store (no schema_version attribute; an interrupted creation leaves none)"
+            )
         if int(attrs["schema_version"]) > SCHEMA_VERSION:
-            raise ArtifactError(f"rollout store {self.url} has schema version {attrs['schema_version']}; this version reads up to {SCHEMA_VERSION}")
+            raise ArtifactError(
+                f"rollout store {self.url} has schema version {attrs['schema_version']}; this version "
+                f"reads up to {SCHEMA_VERSION}"
+            )
 
     # ------------------------------------------------------------------ what is inside
 
@@ -194,7 +199,9 @@ class RolloutStore:
     def read_rows(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """Committed rows ``start:stop`` of every array, keyed by array path."""
         if not 0 <= start <= stop <= self.committed_rows:
-            raise ArtifactError(f"rows {start}:{stop} are outside the {self.committed_rows} committed rows of {self.url}")
+            raise ArtifactError(
+                f"rows {start}:{stop} are outside the {self.committed_rows} committed rows of {self.url}"
+            )
         return {name: self.group[name][start:stop] for name in self._array_names()}
 
     def read_generation(self, number: int) -> RolloutGeneration:
@@ -208,8 +215,12 @@ class RolloutStore:
         tensors["rollout_ids"] = tensors["rollout_ids"].long()
         tensors["step_indices"] = tensors["step_indices"].long()
         prefix = f"{UNCERTAINTY_GROUP}/"
-        uncertainty = {name[len(prefix):]: torch.from_numpy(np.asarray(v)) for name, v in rows.items() if name.startswith(prefix)}
-        return RolloutGeneration(number=number, policy_step=int(record["policy_step"]), uncertainty=uncertainty, **tensors)
+        uncertainty = {
+            name[len(prefix) :]: torch.from_numpy(np.asarray(v)) for name, v in rows.items() if name.startswith(prefix)
+        }
+        return RolloutGeneration(
+            number=number, policy_step=int(record["policy_step"]), uncertainty=uncertainty, **tensors
+        )
 
     # ------------------------------------------------------------------ writing
 
@@ -220,7 +231,9 @@ class RolloutStore:
         arrays = generation.arrays()
         missing = set(self._array_names()) - set(arrays)
         if missing:
-            raise ArtifactError(f"generation {generation.number} lacks {', '.join(sorted(missing))} for store {self.url}")
+            raise ArtifactError(
+                f"generation {generation.number} lacks {', '.join(sorted(missing))} for store {self.url}"
+            )
         start = self.committed_rows
         stop = start + len(generation)
         for name in self._array_names():
@@ -287,7 +300,9 @@ class BackgroundWriter:
     def _raise_pending_error(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
-            raise ArtifactError(f"writing rollouts to {self.store.url} failed: {type(error).__name__}: {error}") from error
+            raise ArtifactError(
+                f"writing rollouts to {self.store.url} failed: {type(error).__name__}: {error}"
+            ) from error
 
     def submit(self, generation: RolloutGeneration) -> None:
         self._raise_pending_error()

@@ -74,7 +74,10 @@ class RealSampler:
 
 
 class RolloutSource(Protocol):
-    """What builds new generations (the model-rollout generator the application hands in); its state makes resume exact."""
+    """What builds new generations (the model-rollout generator the application hands in).
+
+    Its state makes resume exact.
+    """
 
     def generate(self, learner: Any, number: int, policy_step: int) -> RolloutGeneration:
         """A new generation under the learner's current policy."""
@@ -154,7 +157,9 @@ class MixedSampler:
             self.buffer.add(generation, source="replay")
         else:
             if self.source is None:
-                raise ArtifactError(f"the replayed store {self.replay.url} ran out of generations and no dynamics model is available")
+                raise ArtifactError(
+                    f"the replayed store {self.replay.url} ran out of generations and no dynamics model is available"
+                )
             generation = self.source.generate(learner, number, step)
             self.buffer.add(generation, source="own")
             if self.writer is not None:
@@ -215,7 +220,9 @@ class MixedSampler:
     def _reload(self, slot: Slot) -> RolloutGeneration:
         if slot.source == "replay":
             if self.replay is None:
-                raise ArtifactError("this checkpoint replayed rollouts from a store; pass the same --rollouts to resume it")
+                raise ArtifactError(
+                    "this checkpoint replayed rollouts from a store; pass the same --rollouts to resume it"
+                )
             generation = self.replay.read_generation(self.replay_numbers[slot.number])
             generation.number = slot.number
         else:
@@ -223,7 +230,10 @@ class MixedSampler:
                 raise ArtifactError("this checkpoint's rollouts lived in a store that this sampler does not have")
             generation = self.store.read_generation(slot.number)
         if len(generation) != slot.length:
-            raise ArtifactError(f"generation {slot.number} in the rollout store has {len(generation)} rows, the checkpoint expects {slot.length}")
+            raise ArtifactError(
+                f"generation {slot.number} in the rollout store has {len(generation)} rows, the "
+                f"checkpoint expects {slot.length}"
+            )
         return generation
 
     def close(self) -> None:

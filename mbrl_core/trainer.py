@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,7 +135,14 @@ class OfflineTrainer:
         :meth:`load_checkpoint` + :meth:`fit` later gives the same weights as one straight run."""
         end = min(until if until is not None else self.config.steps, self.config.steps)
         averager = MetricAverager()
-        bar = tqdm(total=self.config.steps, initial=self.state.step, disable=not self.progress, desc="train", unit="upd", dynamic_ncols=True)
+        bar = tqdm(
+            total=self.config.steps,
+            initial=self.state.step,
+            disable=not self.progress,
+            desc="train",
+            unit="upd",
+            dynamic_ncols=True,
+        )
         self._clock_base, self._clock_start = self.state.train_seconds, time.perf_counter()
         self._log_clock = (self._clock_start, self.state.step)
         try:
@@ -171,7 +179,9 @@ class OfflineTrainer:
         metrics = {f"train/{name}": value for name, value in averager.pop().items()}
         metrics["train/updates_per_second"] = (step - since_step) / max(now - since, 1e-9)
         self._log(metrics, step)
-        bar.set_postfix({name.split("/")[-1]: f"{value:.3g}" for name, value in list(metrics.items())[:4]}, refresh=False)
+        bar.set_postfix(
+            {name.split("/")[-1]: f"{value:.3g}" for name, value in list(metrics.items())[:4]}, refresh=False
+        )
         self._log_clock = (now, step)
 
     def _evaluate(self, bar, step: int) -> None:
@@ -179,7 +189,10 @@ class OfflineTrainer:
         result = self.evaluate(self.learner.act, step)
         self.state.eval_seconds += time.perf_counter() - started
         self.state.history.append(result.summary())
-        self._log({f"eval/{name}": value for name, value in result.summary().items() if name != "step" and value is not None}, step)
+        self._log(
+            {f"eval/{name}": value for name, value in result.summary().items() if name != "step" and value is not None},
+            step,
+        )
         line = f"step {step}: return {result.return_mean:.1f} ± {result.return_std:.1f}"
         if result.normalized_score is not None:
             line += f", normalized score {result.normalized_score:.1f}"

@@ -56,9 +56,14 @@ class AWAC(LearnerBase):
         hidden = config.hidden_sizes
         self.nets.update(with_target("critic", CriticEnsemble(context.obs_dim, context.act_dim, hidden, members=2)))
         log_std_bounds = (config.log_std_min, config.log_std_max)
-        self.nets["actor"] = GaussianActor(context.obs_dim, context.act_dim, hidden, tanh_mean=False, log_std_bounds=log_std_bounds)
+        self.nets["actor"] = GaussianActor(
+            context.obs_dim, context.act_dim, hidden, tanh_mean=False, log_std_bounds=log_std_bounds
+        )
         self.finish_setup()
-        self.optimizers = {"actor": adam(self.nets["actor"], config.actor_lr), "critic": adam(self.nets["critic"], config.critic_lr)}
+        self.optimizers = {
+            "actor": adam(self.nets["actor"], config.actor_lr),
+            "critic": adam(self.nets["critic"], config.critic_lr),
+        }
 
     @staticmethod
     def sample(mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
@@ -85,7 +90,12 @@ class AWAC(LearnerBase):
 
         step(list(self.optimizers.values()), critic_loss + actor_loss)
         soft_update(self.nets["critic_target"], critic, config.tau)
-        return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "advantage_mean": advantage.mean(), "q_mean": q.detach().mean()}
+        return {
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "advantage_mean": advantage.mean(),
+            "q_mean": q.detach().mean(),
+        }
 
     def policy_actions(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:
         mean, log_std = self.nets["actor"](observations)

@@ -82,14 +82,20 @@ class LearnerBase:
     def inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(normalized observations, unit-box actions, normalized next observations)."""
         normalize = self.nets["observation_normalizer"]
-        return normalize(batch.observations), self.nets["action_scaler"].to_unit(batch.actions), normalize(batch.next_observations)
+        return (
+            normalize(batch.observations),
+            self.nets["action_scaler"].to_unit(batch.actions),
+            normalize(batch.next_observations),
+        )
 
     def act(self, observations: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """Actions in env units for raw observations ``[N, obs_dim]`` (or one ``[obs_dim]``)."""
         observations = torch.as_tensor(observations, dtype=torch.float32, device=self.device)
         single = observations.dim() == 1
         with torch.no_grad():
-            unit = self.policy_actions(self.nets["observation_normalizer"](observations.reshape(-1, self.context.obs_dim)), deterministic)
+            unit = self.policy_actions(
+                self.nets["observation_normalizer"](observations.reshape(-1, self.context.obs_dim)), deterministic
+            )
         actions = self.nets["action_scaler"].to_env(unit)
         return actions[0] if single else actions
 

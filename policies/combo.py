@@ -40,7 +40,9 @@ class COMBOConfig(CQLConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.push_down_states not in PUSH_DOWN_CHOICES:
-            raise ConfigError(f"combo.push_down_states must be one of {', '.join(PUSH_DOWN_CHOICES)}, got '{self.push_down_states}'")
+            raise ConfigError(
+                f"combo.push_down_states must be one of {', '.join(PUSH_DOWN_CHOICES)}, got '{self.push_down_states}'"
+            )
 
 
 class COMBO(CQL):

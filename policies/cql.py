@@ -74,15 +74,25 @@ class CQL(SAC):
         super().__init__(config, context)
         if config.lagrange_threshold is not None:
             # CORL: log α' starts at 1.0 and uses the Q learning rate.
-            self.nets["cql_lagrange"] = nn.ParameterDict({"log_alpha_prime": nn.Parameter(torch.tensor(1.0, device=self.device))})
+            self.nets["cql_lagrange"] = nn.ParameterDict(
+                {"log_alpha_prime": nn.Parameter(torch.tensor(1.0, device=self.device))}
+            )
             self.optimizers["cql_lagrange"] = adam(self.nets["cql_lagrange"], config.critic_lr)
 
     def build_actor(self, context: LearnerContext) -> nn.Module:
-        return TanhGaussianActor(context.obs_dim, context.act_dim, self.config.hidden_sizes, self.config.log_std_offset, small_output_init=True)
+        return TanhGaussianActor(
+            context.obs_dim,
+            context.act_dim,
+            self.config.hidden_sizes,
+            self.config.log_std_offset,
+            small_output_init=True,
+        )
 
     def build_critic(self, context: LearnerContext) -> CriticEnsemble:
         config = self.config
-        return CriticEnsemble(context.obs_dim, context.act_dim, config.hidden_sizes, config.critic_members, config.orthogonal_init)
+        return CriticEnsemble(
+            context.obs_dim, context.act_dim, config.hidden_sizes, config.critic_members, config.orthogonal_init
+        )
 
     def push_down_rows(self, batch: Batch) -> torch.Tensor | None:
         """Rows whose states ρ feed the log-sum-exp term (None: all)."""
@@ -93,7 +103,12 @@ class CQL(SAC):
         return None
 
     def critic_regularizer(
-        self, batch: Batch, observations: torch.Tensor, q_data: torch.Tensor, policy: SquashedGaussian, next_policy: SquashedGaussian
+        self,
+        batch: Batch,
+        observations: torch.Tensor,
+        q_data: torch.Tensor,
+        policy: SquashedGaussian,
+        next_policy: SquashedGaussian,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         config = self.config
         down, up = self.push_down_rows(batch), self.push_up_rows(batch)
@@ -101,12 +116,16 @@ class CQL(SAC):
             observations, policy, next_policy = observations[down], policy.rows(down), next_policy.rows(down)
         k = config.n_actions
         with torch.no_grad():
-            random_actions = torch.empty(observations.shape[0], k, self.context.act_dim, device=self.device).uniform_(-1.0, 1.0)
+            random_actions = torch.empty(observations.shape[0], k, self.context.act_dim, device=self.device).uniform_(
+                -1.0, 1.0
+            )
             current_actions, log_pi_current = policy.rsample(k)
             next_actions, log_pi_next = next_policy.rsample(k)
         q = self.nets["critic"](observations, torch.cat([random_actions, current_actions, next_actions], dim=1))
         q_random, q_current, q_next = q.split(k, dim=-1)
-        push_down = conservative_logsumexp(q_random, q_current, q_next, log_pi_current, log_pi_next, self.context.act_dim, config.temperature)
+        push_down = conservative_logsumexp(
+            q_random, q_current, q_next, log_pi_current, log_pi_next, self.context.act_dim, config.temperature
+        )
         push_up = q_data if up is None else q_data[:, up]
         gap = push_down.mean(-1) - push_up.mean(-1)  # one per critic
         metrics = {"cql_gap": gap.detach().mean()}
@@ -121,7 +140,13 @@ class CQL(SAC):
         return loss, metrics
 
     def actor_objective(
-        self, observations: torch.Tensor, actions: torch.Tensor, policy: SquashedGaussian, new_actions: torch.Tensor, log_pi: torch.Tensor, alpha: torch.Tensor
+        self,
+        observations: torch.Tensor,
+        actions: torch.Tensor,
+        policy: SquashedGaussian,
+        new_actions: torch.Tensor,
+        log_pi: torch.Tensor,
+        alpha: torch.Tensor,
     ) -> torch.Tensor:
         if self.updates <= self.config.bc_steps:
             # BC warm start (official policy_eval_start / CORL bc_steps): imitate the data, keep the entropy term.

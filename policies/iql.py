@@ -66,7 +66,8 @@ def return_range_reward_scale(context: LearnerContext) -> float:
     spread = context.episode_return_max - context.episode_return_min
     if spread <= 0:
         raise ConfigError(
-            f"iql: scale_rewards_by_return_range needs episodes with different returns (min = max = {context.episode_return_max}); "
+            "iql: scale_rewards_by_return_range needs episodes with different returns (min = max = "
+            f"{context.episode_return_max}); "
             "set scale_rewards_by_return_range=false"
         )
     return 1000.0 / spread
@@ -81,7 +82,9 @@ class IQL(LearnerBase):
         self.nets.update(with_target("critic", CriticEnsemble(context.obs_dim, context.act_dim, hidden, members=2)))
         self.nets["value"] = CriticEnsemble(context.obs_dim, 0, hidden, members=1)
         log_std_bounds = (config.log_std_min, config.log_std_max)
-        self.nets["actor"] = GaussianActor(context.obs_dim, context.act_dim, hidden, tanh_mean=True, log_std_bounds=log_std_bounds)
+        self.nets["actor"] = GaussianActor(
+            context.obs_dim, context.act_dim, hidden, tanh_mean=True, log_std_bounds=log_std_bounds
+        )
         self.finish_setup()
         self.reward_scale = return_range_reward_scale(context) if config.scale_rewards_by_return_range else 1.0
         self.optimizers = {
@@ -90,7 +93,9 @@ class IQL(LearnerBase):
             "value": adam(self.nets["value"], config.value_lr),
         }
         if config.cosine_actor_lr:
-            self.schedulers["actor"] = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizers["actor"], T_max=max(1, context.total_steps))
+            self.schedulers["actor"] = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizers["actor"], T_max=max(1, context.total_steps)
+            )
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.updates += 1

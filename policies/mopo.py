@@ -29,7 +29,9 @@ class MOPOConfig(SACConfig):
     uncertainty_feature: str = MAX_STD_NORM
 
 
-def penalized_rewards(rewards: torch.Tensor, uncertainty: torch.Tensor, synthetic: torch.Tensor, penalty: float) -> torch.Tensor:
+def penalized_rewards(
+    rewards: torch.Tensor, uncertainty: torch.Tensor, synthetic: torch.Tensor, penalty: float
+) -> torch.Tensor:
     """r − λ·u on synthetic rows, r on real rows."""
     return rewards - penalty * uncertainty * synthetic.to(rewards.dtype)
 
@@ -46,5 +48,7 @@ class MOPO(SAC):
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         metrics = super().update(batch)
         if batch.synthetic is not None:
-            metrics["penalty_mean"] = self.config.penalty * batch.uncertainty[self.config.uncertainty_feature].detach().mean()
+            metrics["penalty_mean"] = (
+                self.config.penalty * batch.uncertainty[self.config.uncertainty_feature].detach().mean()
+            )
         return metrics

@@ -68,7 +68,10 @@ class MOReL(SAC):
 
     def __init__(self, config: MOReLConfig, context: LearnerContext) -> None:
         if DISAGREEMENT_MAX not in context.extras:
-            raise ConfigError(f"MOReL needs '{DISAGREEMENT_MAX}' from the dynamics model in the learner context (run it through a model-based setup)")
+            raise ConfigError(
+                f"MOReL needs '{DISAGREEMENT_MAX}' from the dynamics model in the learner context "
+                "(run it through a model-based setup)"
+            )
         super().__init__(config, context)
         self.threshold = config.halt_threshold(float(context.extras[DISAGREEMENT_MAX]))
 

@@ -44,7 +44,9 @@ class ActionScaler(nn.Module):
         super().__init__()
         low, high = low.detach().float().reshape(-1), high.detach().float().reshape(-1)
         if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
-            raise ConfigError(f"learners need a bounded action box with high > low; got low={low.tolist()}, high={high.tolist()}")
+            raise ConfigError(
+                f"learners need a bounded action box with high > low; got low={low.tolist()}, high={high.tolist()}"
+            )
         self.register_buffer("center", (high + low) / 2)
         self.register_buffer("half_range", (high - low) / 2)
 
@@ -96,7 +98,9 @@ class CriticEnsemble(nn.Module):
     actor's loss) but never the critic's parameters.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], members: int = 2, orthogonal_init: bool = False) -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], members: int = 2, orthogonal_init: bool = False
+    ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim, self.members = obs_dim, act_dim, members
         widths = (obs_dim + act_dim, *hidden, 1)
@@ -107,7 +111,13 @@ class CriticEnsemble(nn.Module):
                 layer.orthogonal_(math.sqrt(2.0))
             self.layers[-1].orthogonal_(1e-2)
 
-    def forward(self, observations: torch.Tensor, actions: torch.Tensor | None = None, frozen: bool = False, members: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        observations: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        frozen: bool = False,
+        members: int | None = None,
+    ) -> torch.Tensor:
         """``members=k`` evaluates only the first k members (TD3's actor uses Q1 alone)."""
         params = [(layer.weight, layer.bias) for layer in self.layers]
         if members is not None:
@@ -126,7 +136,9 @@ class CriticEnsemble(nn.Module):
         values = x.squeeze(-1)
         return values.view(count, *actions.shape[:2]) if actions is not None and actions.dim() == 3 else values
 
-    def first_layer_many_actions(self, observations: torch.Tensor, actions: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def first_layer_many_actions(
+        self, observations: torch.Tensor, actions: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
         """First layer for K actions per state ``[N, K, a]``: the observation product is computed once per state."""
         count, (rows, k, _) = weight.shape[0], actions.shape
         state_part = torch.baddbmm(bias, observations.expand(count, *observations.shape), weight[:, : self.obs_dim])
@@ -170,10 +182,10 @@ class SquashedGaussian:
     def mode(self) -> torch.Tensor:
         return torch.tanh(self.mean)
 
-    def detach(self) -> "SquashedGaussian":
+    def detach(self) -> SquashedGaussian:
         return SquashedGaussian(self.mean.detach(), self.log_std.detach())
 
-    def rows(self, index: torch.Tensor) -> "SquashedGaussian":
+    def rows(self, index: torch.Tensor) -> SquashedGaussian:
         return SquashedGaussian(self.mean[index], self.log_std[index])
 
 
@@ -185,7 +197,14 @@ class TanhGaussianActor(nn.Module):
     [-20, 2] as in SAC implementations.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], log_std_offset: float = 0.0, small_output_init: bool = False) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: tuple[int, ...],
+        log_std_offset: float = 0.0,
+        small_output_init: bool = False,
+    ) -> None:
         super().__init__()
         self.act_dim = act_dim
         self.net = mlp(obs_dim, hidden, 2 * act_dim)
@@ -210,7 +229,9 @@ class GaussianActor(nn.Module):
     AWAC (CORL) leaves the mean unbounded.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], tanh_mean: bool, log_std_bounds: tuple[float, float]) -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], tanh_mean: bool, log_std_bounds: tuple[float, float]
+    ) -> None:
         super().__init__()
         self.net = mlp(obs_dim, hidden, act_dim)
         self.log_std = nn.Parameter(torch.zeros(act_dim))

@@ -68,7 +68,10 @@ class SAC(LearnerBase):
         self.nets["temperature"] = Temperature(config.init_alpha, config.auto_entropy)
         self.target_entropy = -float(context.act_dim) if config.target_entropy is None else float(config.target_entropy)
         self.finish_setup()
-        self.optimizers = {"actor": adam(self.nets["actor"], config.actor_lr), "critic": adam(self.nets["critic"], config.critic_lr)}
+        self.optimizers = {
+            "actor": adam(self.nets["actor"], config.actor_lr),
+            "critic": adam(self.nets["critic"], config.critic_lr),
+        }
         if config.auto_entropy:
             self.optimizers["temperature"] = adam(self.nets["temperature"], config.alpha_lr)
 
@@ -117,7 +120,9 @@ class SAC(LearnerBase):
         )
         return metrics
 
-    def critic_target(self, batch: Batch, next_observations: torch.Tensor, next_policy: SquashedGaussian, alpha: torch.Tensor) -> torch.Tensor:
+    def critic_target(
+        self, batch: Batch, next_observations: torch.Tensor, next_policy: SquashedGaussian, alpha: torch.Tensor
+    ) -> torch.Tensor:
         next_actions, next_log_pi = next_policy.rsample()
         next_q = self.nets["critic_target"](next_observations, next_actions).min(0).values
         if self.config.backup_entropy:
@@ -125,13 +130,24 @@ class SAC(LearnerBase):
         return td_target(batch.rewards, batch.terminals, next_q, self.config.gamma)
 
     def critic_regularizer(
-        self, batch: Batch, observations: torch.Tensor, q_data: torch.Tensor, policy: SquashedGaussian, next_policy: SquashedGaussian
+        self,
+        batch: Batch,
+        observations: torch.Tensor,
+        q_data: torch.Tensor,
+        policy: SquashedGaussian,
+        next_policy: SquashedGaussian,
     ) -> tuple[torch.Tensor | float, dict[str, torch.Tensor]]:
         """Extra critic loss (none for SAC; CQL's conservative term)."""
         return 0.0, {}
 
     def actor_objective(
-        self, observations: torch.Tensor, actions: torch.Tensor, policy: SquashedGaussian, new_actions: torch.Tensor, log_pi: torch.Tensor, alpha: torch.Tensor
+        self,
+        observations: torch.Tensor,
+        actions: torch.Tensor,
+        policy: SquashedGaussian,
+        new_actions: torch.Tensor,
+        log_pi: torch.Tensor,
+        alpha: torch.Tensor,
     ) -> torch.Tensor:
         q_new = self.nets["critic"](observations, new_actions, frozen=True).min(0).values
         return (alpha * log_pi - q_new).mean()

@@ -53,7 +53,10 @@ class TD3BC(LearnerBase):
         self.nets.update(with_target("actor", DeterministicActor(context.obs_dim, context.act_dim, hidden)))
         self.nets.update(with_target("critic", CriticEnsemble(context.obs_dim, context.act_dim, hidden, members=2)))
         self.finish_setup()
-        self.optimizers = {"actor": adam(self.nets["actor"], config.actor_lr), "critic": adam(self.nets["critic"], config.critic_lr)}
+        self.optimizers = {
+            "actor": adam(self.nets["actor"], config.actor_lr),
+            "critic": adam(self.nets["critic"], config.critic_lr),
+        }
         self.actor_metrics: dict[str, torch.Tensor] = {}
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -35,7 +35,10 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mbrl",
-        description="Model-based offline RL: pretrain a dynamics ensemble once, train MOPO/MOReL/COMBO and CQL/IQL/AWAC/TD3-BC/BC under one trainer, compare them.",
+        description=(
+            "Model-based offline RL: pretrain a dynamics ensemble once, train MOPO/MOReL/COMBO and "
+            "CQL/IQL/AWAC/TD3-BC/BC under one trainer, compare them."
+        ),
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
@@ -57,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept; continue with the same command plus --name <run folder> --resume", file=sys.stderr)
+        print(
+            "interrupted: the last checkpoint is kept; continue with the same command plus --name "
+            "<run folder> --resume",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -33,9 +33,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import minari
@@ -83,11 +84,22 @@ class CollectConfig:
     sac: dict[str, Any] = field(default_factory=dict)  # SACConfig overrides
 
     def __post_init__(self) -> None:
-        for name in ("sac_steps", "checkpoint_every", "eval_episodes", "batch_size", "random_transitions", "medium_transitions", "expert_transitions"):
+        for name in (
+            "sac_steps",
+            "checkpoint_every",
+            "eval_episodes",
+            "batch_size",
+            "random_transitions",
+            "medium_transitions",
+            "expert_transitions",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"collect: {name} must be at least 1 (got {getattr(self, name)})")
         if not 0 <= self.warmup_steps < self.sac_steps:
-            raise ConfigError(f"collect: warmup_steps must be in [0, sac_steps) (got {self.warmup_steps} with sac_steps {self.sac_steps})")
+            raise ConfigError(
+                f"collect: warmup_steps must be in [0, sac_steps) (got {self.warmup_steps} with "
+                f"sac_steps {self.sac_steps})"
+            )
         if not 0.0 < self.medium_fraction <= 1.0:
             raise ConfigError(f"collect: medium_fraction must be in (0, 1] (got {self.medium_fraction})")
 
@@ -99,7 +111,7 @@ class CollectResult:
     finished: bool
     resumed_from_step: int | None
     record: dict[str, Any]
-    replay_buffer: "ReplayBuffer | None"  # None when the collection had already finished earlier
+    replay_buffer: ReplayBuffer | None  # None when the collection had already finished earlier
 
 
 def dataset_ids(name: str) -> dict[str, str]:
@@ -139,7 +151,9 @@ class ReplayBuffer:
         index = torch.randint(self.size, (batch_size,), device=self.generator.device, generator=self.generator)
         rows = {name: tensor[index] for name, tensor in self.tensors.items()}
         # only terminations stop bootstrapping; a time-limit truncation does not
-        return Batch(rows["observations"], rows["actions"], rows["rewards"], rows["next_observations"], rows["terminated"])
+        return Batch(
+            rows["observations"], rows["actions"], rows["rewards"], rows["next_observations"], rows["terminated"]
+        )
 
     def episodes(self, end: int) -> list[dict[str, np.ndarray]]:
         """Rows ``[0, end)`` as Minari episodes; an episode cut at ``end`` is marked truncated."""
@@ -153,7 +167,9 @@ class ReplayBuffer:
             truncations[-1] |= not rows["terminated"][last]
             episodes.append(
                 {
-                    "observations": np.concatenate([rows["observations"][span], rows["next_observations"][last : last + 1]]),
+                    "observations": np.concatenate(
+                        [rows["observations"][span], rows["next_observations"][last : last + 1]]
+                    ),
                     "actions": rows["actions"][span],
                     "rewards": rows["rewards"][span].astype(np.float64),
                     "terminations": rows["terminated"][span] > 0,
@@ -164,7 +180,11 @@ class ReplayBuffer:
         return episodes
 
     def state_dict(self) -> dict[str, Any]:
-        return {"size": self.size, "generator": self.generator.get_state(), "rows": {name: t[: self.size].cpu() for name, t in self.tensors.items()}}
+        return {
+            "size": self.size,
+            "generator": self.generator.get_state(),
+            "rows": {name: t[: self.size].cpu() for name, t in self.tensors.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.size = int(state["size"])
@@ -206,7 +226,9 @@ def uniform_policy(space: gym.spaces.Box, rng: np.random.Generator) -> Policy:
 
 def learner_policy(learner, space: gym.spaces.Box) -> Policy:
     """Stochastic actions of a SAC learner for one numpy observation (D4RL sampled its behaviour policies)."""
-    return lambda observation: np.clip(learner.act(torch.as_tensor(observation), deterministic=False).cpu().numpy(), space.low, space.high)
+    return lambda observation: np.clip(
+        learner.act(torch.as_tensor(observation), deterministic=False).cpu().numpy(), space.low, space.high
+    )
 
 
 # --------------------------------------------------------------------------- behaviour policies
@@ -230,7 +252,9 @@ def load_behaviour_policy(path: str | Path, device: torch.device | str = "cpu"):
     """A SAC learner from a checkpoint in ``<name>/collection/policies/``; use ``act(obs, deterministic=False)``."""
     checkpoint = load_torch(Path(path), map_location=device)
     sac_cls, config_cls = SAC, SACConfig
-    low, high = (torch.tensor(checkpoint[name], dtype=torch.float32, device=device) for name in ("action_low", "action_high"))
+    low, high = (
+        torch.tensor(checkpoint[name], dtype=torch.float32, device=device) for name in ("action_low", "action_high")
+    )
     context = LearnerContext(
         obs_dim=checkpoint["obs_dim"],
         act_dim=low.numel(),
@@ -280,10 +304,18 @@ class Collection:
             "resumed_from": [],
             "warnings": [],
         }
-        self.evaluator = Evaluator(self.env_info(), episodes=config.eval_episodes, seed=stream_seed(config.seed, "eval"), env_id=config.env_id, device=self.device)
+        self.evaluator = Evaluator(
+            self.env_info(),
+            episodes=config.eval_episodes,
+            seed=stream_seed(config.seed, "eval"),
+            env_id=config.env_id,
+            device=self.device,
+        )
 
     def env_info(self) -> DatasetInfo:
-        return DatasetInfo(self.config.name, self.env.observation_space, self.env.action_space, env_id=self.config.env_id)
+        return DatasetInfo(
+            self.config.name, self.env.observation_space, self.env.action_space, env_id=self.config.env_id
+        )
 
     # -- state
     def save_state(self) -> None:
@@ -301,9 +333,14 @@ class Collection:
         save_json(self.record, self.directory / RECORD_FILE)
 
     def load_state(self) -> int:
-        state = load_torch(self.directory / STATE_FILE)  # on CPU: RNG states must stay CPU tensors; the loads below move the rest
+        state = load_torch(
+            self.directory / STATE_FILE
+        )  # on CPU: RNG states must stay CPU tensors; the loads below move the rest
         if state.get("version") != STATE_VERSION:
-            raise DatasetError(f"collection state {self.directory / STATE_FILE} was written by another version; start over with --overwrite")
+            raise DatasetError(
+                f"collection state {self.directory / STATE_FILE} was written by another version; "
+                "start over with --overwrite"
+            )
         check_same_settings(state["record"]["config"], dataclasses.asdict(self.config), self.config.name)
         self.step, self.episodes_started = int(state["step"]), int(state["episodes_started"])
         self.record = state["record"]
@@ -325,11 +362,20 @@ class Collection:
         return policy(observation)
 
     def train(self, stop_after_steps: int | None) -> bool:
-        """Online SAC to ``sac_steps``; False if stopped early by ``stop_after_steps`` (a simulated kill: nothing saved)."""
+        """Online SAC to ``sac_steps``.
+
+        False if stopped early by ``stop_after_steps`` (a simulated kill: nothing saved).
+        """
         config = self.config
         observation = self.start_episode()
         save_at_episode_end = False
-        bar = tqdm(total=config.sac_steps, initial=self.step, desc=f"SAC on {config.env_id}", unit="step", disable=not self.progress)
+        bar = tqdm(
+            total=config.sac_steps,
+            initial=self.step,
+            desc=f"SAC on {config.env_id}",
+            unit="step",
+            disable=not self.progress,
+        )
         while self.step < config.sac_steps:
             if stop_after_steps is not None and self.step >= stop_after_steps:
                 bar.close()
@@ -346,7 +392,9 @@ class Collection:
                 save_at_episode_end = True
             observation = next_observation
             if terminated or truncated:
-                if save_at_episode_end:  # between episodes: a resume resets the same next episode, so it replays exactly
+                if (
+                    save_at_episode_end
+                ):  # between episodes: a resume resets the same next episode, so it replays exactly
                     self.save_state()
                     save_at_episode_end = False
                 observation = self.start_episode()
@@ -374,19 +422,37 @@ class Collection:
             self.directory / relative_path,
         )
         self.record["checkpoints"] = [c for c in self.record["checkpoints"] if c["step"] < self.step]
-        self.record["checkpoints"].append({"step": self.step, "return_mean": result.return_mean, "return_std": result.return_std, "path": relative_path})
+        self.record["checkpoints"].append(
+            {
+                "step": self.step,
+                "return_mean": result.return_mean,
+                "return_std": result.return_std,
+                "path": relative_path,
+            }
+        )
         bar.set_postfix(eval_return=f"{result.return_mean:.1f}")
 
     # -- references and the medium checkpoint
     def set_references(self) -> None:
         if "ref_min_score" in self.record:
             return
-        low, high = (torch.as_tensor(bound, dtype=torch.float32) for bound in (self.env.action_space.low, self.env.action_space.high))
+        low, high = (
+            torch.as_tensor(bound, dtype=torch.float32)
+            for bound in (self.env.action_space.low, self.env.action_space.high)
+        )
         generator = make_generator(stream_seed(self.config.seed, "random"))
-        uniform = lambda observations: low + (high - low) * torch.rand(observations.shape[0], low.numel(), generator=generator)  # noqa: E731
+
+        def uniform(observations):
+            return low + (high - low) * torch.rand(observations.shape[0], low.numel(), generator=generator)
+
         self.record["ref_min_score"] = self.evaluator(uniform).return_mean
         self.record["ref_max_score"] = self.record["checkpoints"][-1]["return_mean"]
-        self.record["medium"] = choose_medium(self.record["checkpoints"], self.record["ref_min_score"], self.record["ref_max_score"], self.config.medium_fraction)
+        self.record["medium"] = choose_medium(
+            self.record["checkpoints"],
+            self.record["ref_min_score"],
+            self.record["ref_max_score"],
+            self.config.medium_fraction,
+        )
         self.record["warnings"] += behaviour_warnings(self.record, self.config.medium_fraction)
 
     # -- datasets
@@ -409,17 +475,26 @@ class Collection:
             seed_everything(stream_seed(config.seed, kind))  # the policy's action samples
             learner = load_behaviour_policy(self.directory / checkpoint["path"], self.device)
             transitions = config.medium_transitions if kind == "medium" else config.expert_transitions
-            described = f"SAC checkpoint at step {checkpoint['step']} (evaluated return {checkpoint['return_mean']:.4g}), actions sampled from the policy"
+            described = (
+                f"SAC checkpoint at step {checkpoint['step']} (evaluated return {checkpoint['return_mean']:.4g}), "
+                "actions sampled from the policy"
+            )
             return self.rollouts(kind, learner_policy(learner, self.env.action_space), transitions), described
         if kind == "medium-replay":
-            return self.buffer.episodes(medium_step), f"the online SAC replay buffer up to step {medium_step} (warm-up included)"
-        return read_episodes(self.ids["medium"]) + read_episodes(self.ids["expert"]), "the medium episodes followed by the expert episodes"
+            return self.buffer.episodes(
+                medium_step
+            ), f"the online SAC replay buffer up to step {medium_step} (warm-up included)"
+        return read_episodes(self.ids["medium"]) + read_episodes(
+            self.ids["expert"]
+        ), "the medium episodes followed by the expert episodes"
 
     def rollouts(self, kind: str, policy: Policy, transitions: int) -> list[dict[str, np.ndarray]]:
         episodes, total = [], 0
         with tqdm(total=transitions, desc=f"{kind} data", unit="step", disable=not self.progress) as bar:
             while total < transitions:
-                episode = run_episode(self.env, policy, stream_seed(self.config.seed, kind, len(episodes)), transitions - total)
+                episode = run_episode(
+                    self.env, policy, stream_seed(self.config.seed, kind, len(episodes)), transitions - total
+                )
                 episodes.append(episode)
                 total += len(episode["actions"])
                 bar.update(len(episode["actions"]))
@@ -438,19 +513,30 @@ class Collection:
             algorithm_name=f"mbrl collect ({'uniform random' if kind == 'random' else 'SAC'})",
             description=self.describe(kind, behaviour, transitions, len(episodes)),
         )
-        entry = {"dataset_id": dataset_id, "transitions": transitions, "episodes": len(episodes), "behaviour": behaviour}
+        entry = {
+            "dataset_id": dataset_id,
+            "transitions": transitions,
+            "episodes": len(episodes),
+            "behaviour": behaviour,
+        }
         self.record["datasets"][kind] = entry
         save_json({**entry, "kind": kind, "collection": self.record}, local_datasets_root() / dataset_id / RECORD_FILE)
 
     def describe(self, kind: str, behaviour: str, transitions: int, episodes: int) -> str:
         c, medium = self.config, self.record["medium"]
         return (
-            f"D4RL-style '{kind}' dataset of {c.env_id}: {transitions} transitions in {episodes} episodes; behaviour: {behaviour}. "
-            f"Behaviour policy: online SAC for {c.sac_steps} environment steps ({c.warmup_steps} uniformly random warm-up steps, batch {c.batch_size}, "
-            f"SAC settings {dataclasses.asdict(self.sac_config)}), seed {c.seed}, a policy checkpoint evaluated ({c.eval_episodes} episodes, "
-            f"stochastic actions) every {c.checkpoint_every} steps, kept in {c.name}/collection/policies under the Minari datasets root. "
-            f"Medium = first checkpoint reaching {c.medium_fraction:.4g} of the random-to-expert return range: step {medium['step']} "
-            f"(return {medium['return_mean']:.4g}). ref_min_score = uniformly random actions ({c.eval_episodes} episodes), "
+            f"D4RL-style '{kind}' dataset of {c.env_id}: {transitions} transitions in {episodes} "
+            f"episodes; behaviour: {behaviour}. "
+            f"Behaviour policy: online SAC for {c.sac_steps} environment steps ({c.warmup_steps} "
+            f"uniformly random warm-up steps, batch {c.batch_size}, "
+            f"SAC settings {dataclasses.asdict(self.sac_config)}), seed {c.seed}, a policy checkpoint "
+            f"evaluated ({c.eval_episodes} episodes, "
+            f"stochastic actions) every {c.checkpoint_every} steps, kept in "
+            f"{c.name}/collection/policies under the Minari datasets root. "
+            f"Medium = first checkpoint reaching {c.medium_fraction:.4g} of the random-to-expert "
+            f"return range: step {medium['step']} "
+            f"(return {medium['return_mean']:.4g}). ref_min_score = uniformly random actions "
+            f"({c.eval_episodes} episodes), "
             f"ref_max_score = the final SAC policy's evaluated return. Full record: {RECORD_FILE} beside the dataset."
         )
 
@@ -460,7 +546,10 @@ class Collection:
 
 
 def choose_medium(checkpoints: list[dict[str, Any]], ref_min: float, ref_max: float, fraction: float) -> dict[str, Any]:
-    """The first checkpoint whose return reaches ``ref_min + fraction (ref_max - ref_min)`` (the final one if none does)."""
+    """The first checkpoint whose return reaches ``ref_min + fraction (ref_max - ref_min)``.
+
+    The final one if none does.
+    """
     threshold = ref_min + fraction * (ref_max - ref_min)
     chosen = next((checkpoint for checkpoint in checkpoints if checkpoint["return_mean"] >= threshold), checkpoints[-1])
     return {**chosen, "threshold": threshold}
@@ -468,7 +557,12 @@ def choose_medium(checkpoints: list[dict[str, Any]], ref_min: float, ref_max: fl
 
 def behaviour_warnings(record: dict[str, Any], fraction: float) -> list[str]:
     """What makes the datasets less D4RL-like than asked: no learning, or no checkpoint near the medium level."""
-    ref_min, ref_max, medium, final = record["ref_min_score"], record["ref_max_score"], record["medium"], record["checkpoints"][-1]
+    ref_min, ref_max, medium, final = (
+        record["ref_min_score"],
+        record["ref_max_score"],
+        record["medium"],
+        record["checkpoints"][-1],
+    )
     found = []
     if ref_max <= ref_min:
         found.append(
@@ -476,10 +570,14 @@ def behaviour_warnings(record: dict[str, Any], fraction: float) -> list[str]:
             "train longer (--sac-steps); normalized scores of these datasets are meaningless"
         )
     if medium["step"] == final["step"]:
-        found.append("no checkpoint before the last reached the medium threshold: medium uses the final policy (checkpoint more often)")
+        found.append(
+            "no checkpoint before the last reached the medium threshold: medium uses the final "
+            "policy (checkpoint more often)"
+        )
     elif ref_max > ref_min and (medium["return_mean"] - ref_min) / (ref_max - ref_min) > 2 * fraction:
         found.append(
-            f"the medium checkpoint (step {medium['step']}, return {medium['return_mean']:.4g}) is far above the threshold {medium['threshold']:.4g}: "
+            f"the medium checkpoint (step {medium['step']}, return {medium['return_mean']:.4g}) is "
+            f"far above the threshold {medium['threshold']:.4g}: "
             "the policy improved between two checkpoints (checkpoint more often)"
         )
     return found
@@ -487,7 +585,10 @@ def behaviour_warnings(record: dict[str, Any], fraction: float) -> list[str]:
 
 def read_episodes(dataset_id: str) -> list[dict[str, np.ndarray]]:
     fields = ("observations", "actions", "rewards", "terminations", "truncations")
-    return [{name: getattr(episode, name) for name in fields} for episode in minari.load_dataset(dataset_id).iterate_episodes()]
+    return [
+        {name: getattr(episode, name) for name in fields}
+        for episode in minari.load_dataset(dataset_id).iterate_episodes()
+    ]
 
 
 def make_env(env_id: str) -> gym.Env:
@@ -497,9 +598,14 @@ def make_env(env_id: str) -> gym.Env:
         raise ConfigError(f"cannot create environment '{env_id}': {error}") from error
     for what, space in (("observation", env.observation_space), ("action", env.action_space)):
         if not isinstance(space, gym.spaces.Box):
-            raise ConfigError(f"environment '{env_id}': {what} space {type(space).__name__} is not supported (only continuous Box spaces are)")
+            raise ConfigError(
+                f"environment '{env_id}': {what} space {type(space).__name__} is not supported (only "
+                "continuous Box spaces are)"
+            )
     if env.spec is None or env.spec.max_episode_steps is None:
-        raise ConfigError(f"environment '{env_id}' has no time limit; register it with max_episode_steps so episodes end")
+        raise ConfigError(
+            f"environment '{env_id}' has no time limit; register it with max_episode_steps so episodes end"
+        )
     return env
 
 
@@ -507,7 +613,10 @@ def check_same_settings(saved: dict[str, Any], requested: dict[str, Any], name: 
     changed = [key for key in saved if key != "device" and saved[key] != requested.get(key)]
     if changed:
         detail = ", ".join(f"{key}: {saved[key]!r} then, {requested.get(key)!r} now" for key in changed)
-        raise ConfigError(f"collection '{name}' was started with other settings ({detail}); resume with the same ones, or pass --overwrite to start over")
+        raise ConfigError(
+            f"collection '{name}' was started with other settings ({detail}); resume with the same "
+            "ones, or pass --overwrite to start over"
+        )
 
 
 def check_name(name: str) -> None:
@@ -516,13 +625,23 @@ def check_name(name: str) -> None:
     try:
         parse_dataset_id(f"{name}/random-v0")
     except ValueError as error:
-        raise ConfigError(f"collect: '{name}' cannot name Minari datasets (use letters, digits, '-', '_' and '/', at least 2 characters)") from error
+        raise ConfigError(
+            f"collect: '{name}' cannot name Minari datasets (use letters, digits, '-', '_' and '/', "
+            "at least 2 characters)"
+        ) from error
 
 
 # --------------------------------------------------------------------------- entry point
 
 
-def collect(config: CollectConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True, stop_after_steps: int | None = None) -> CollectResult:
+def collect(
+    config: CollectConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+) -> CollectResult:
     """Train the behaviour policy and write the five datasets; see the module docstring.
 
     ``resume`` continues a collection of the same name from its last saved
@@ -542,7 +661,9 @@ def collect(config: CollectConfig, *, resume: bool = False, overwrite: bool = Fa
             if resumed_from is None:
                 collection.save_state()  # step 0: the collection exists from now on
             if not collection.train(stop_after_steps):
-                return CollectResult(collection.ids, directory, False, resumed_from, collection.record, collection.buffer)
+                return CollectResult(
+                    collection.ids, directory, False, resumed_from, collection.record, collection.buffer
+                )
         collection.set_references()
         collection.write_datasets()
         collection.record["status"] = "finished"
@@ -564,20 +685,31 @@ def prepare(config: CollectConfig, directory: Path, resume: bool, overwrite: boo
         return
     if (directory / RECORD_FILE).exists() and not resume:
         state = "is complete" if read_record(directory).get("status") == "finished" else "was started"
-        raise ConfigError(f"collection '{config.name}' {state} in {directory}; pass --resume to continue it or --overwrite to start over")
+        raise ConfigError(
+            f"collection '{config.name}' {state} in {directory}; pass --resume to continue it or "
+            "--overwrite to start over"
+        )
     if existing and not directory.exists():
-        raise ConfigError(f"datasets {', '.join(existing)} already exist and were not made by a collection here; pass --overwrite to replace them")
+        raise ConfigError(
+            f"datasets {', '.join(existing)} already exist and were not made by a collection here; "
+            "pass --overwrite to replace them"
+        )
 
 
 def read_record(directory: Path) -> dict[str, Any]:
     try:
         return json.loads((directory / RECORD_FILE).read_text())
     except (OSError, ValueError) as error:
-        raise DatasetError(f"collection record {directory / RECORD_FILE} cannot be read ({error}); pass --overwrite to start over") from error
+        raise DatasetError(
+            f"collection record {directory / RECORD_FILE} cannot be read ({error}); pass --overwrite to start over"
+        ) from error
 
 
 def finished_result(config: CollectConfig, directory: Path) -> CollectResult:
     record = read_record(directory)
     if record.get("status") != "finished":
-        raise DatasetError(f"collection '{config.name}' in {directory} has no resume state ({STATE_FILE}); pass --overwrite to start over")
+        raise DatasetError(
+            f"collection '{config.name}' in {directory} has no resume state ({STATE_FILE}); pass "
+            "--overwrite to start over"
+        )
     return CollectResult(dataset_ids(config.name), directory, True, None, record, None)

@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
@@ -29,7 +30,7 @@ from concurrent.futures import (
 )
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -72,7 +73,7 @@ class CompareSpec:
         return asdict(self)
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "CompareSpec":
+    def from_record(cls, record: dict[str, Any]) -> CompareSpec:
         return cls(**{key: record[key] for key in ("name", "datasets", "algos", "seeds", "steps", "overrides")})
 
 
@@ -106,7 +107,9 @@ class CompareOutcome:
     trained: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already finished before this call
     failed: dict[str, str] = field(default_factory=dict)
-    dynamics: dict[str, dict[str, Any]] = field(default_factory=dict)  # dataset id -> {"key", "was_cached", "train_seconds"}
+    dynamics: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # dataset id -> {"key", "was_cached", "train_seconds"}
 
 
 def default_name(datasets: Sequence[str], steps: int) -> str:
@@ -139,9 +142,19 @@ def plan_runs(spec: CompareSpec) -> list[RunTask]:
         for algo in spec.algos:
             protocols[f"{algo} on {dataset_id}"] = check_config(algo, dataset_id, spec.overrides)
     if len(set(protocols.values())) > 1:
-        listing = "; ".join(f"{run}: every {every} steps, {episodes} episodes" for run, (every, episodes) in protocols.items())
-        raise ConfigError(f"the grid's runs would be evaluated differently ({listing}); fix it with --set trainer.eval_every=N --set trainer.eval_episodes=M")
-    return [RunTask(algo, dataset_id, seed, model_based[algo]) for dataset_id in spec.datasets for algo in spec.algos for seed in spec.seeds]
+        listing = "; ".join(
+            f"{run}: every {every} steps, {episodes} episodes" for run, (every, episodes) in protocols.items()
+        )
+        raise ConfigError(
+            f"the grid's runs would be evaluated differently ({listing}); fix it with --set "
+            "trainer.eval_every=N --set trainer.eval_episodes=M"
+        )
+    return [
+        RunTask(algo, dataset_id, seed, model_based[algo])
+        for dataset_id in spec.datasets
+        for algo in spec.algos
+        for seed in spec.seeds
+    ]
 
 
 def check_config(algo: str, dataset_id: str, overrides: dict[str, Any]) -> tuple[int, int]:
@@ -162,7 +175,9 @@ def plan_dynamics(spec: CompareSpec, tasks: Sequence[RunTask]) -> dict[str, list
     for task in tasks:
         if task.model_based:
             config = resolve_algo_config(task.algo, task.dataset_id, spec.overrides).get("dynamics")
-            needed.setdefault(task.dataset_id, {})[json.dumps(config, sort_keys=True)] = DynamicsTask(task.dataset_id, config)
+            needed.setdefault(task.dataset_id, {})[json.dumps(config, sort_keys=True)] = DynamicsTask(
+                task.dataset_id, config
+            )
     return {dataset_id: list(by_config.values()) for dataset_id, by_config in needed.items()}
 
 
@@ -179,7 +194,8 @@ def prepare_folder(spec: CompareSpec, runs_dir: str | Path, dynamics_store: str 
         for key in ("steps", "overrides"):
             if earlier[key] != record[key]:
                 raise ConfigError(
-                    f"{folder} was run with {key} = {earlier[key]!r}, not {record[key]!r}: equal budgets keep the comparison fair; pick another --name"
+                    f"{folder} was run with {key} = {earlier[key]!r}, not {record[key]!r}: equal "
+                    "budgets keep the comparison fair; pick another --name"
                 )
         for key in ("datasets", "algos", "seeds"):
             record[key] = list(dict.fromkeys([*earlier[key], *record[key]]))
@@ -194,7 +210,15 @@ def init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def train_task(task: RunTask, steps: int, overrides: dict[str, Any], folder: str, device: str, dynamics_store: str | None, progress: bool) -> str:
+def train_task(
+    task: RunTask,
+    steps: int,
+    overrides: dict[str, Any],
+    folder: str,
+    device: str,
+    dynamics_store: str | None,
+    progress: bool,
+) -> str:
     runs_dir = Path(folder) / RUNS_SUBDIR
     # Without a progress bar (parallel workers) a run's evaluation lines go to its folder, not the shared terminal.
     with stdout_to(None if progress else runs_dir / task.name / "train.log"):
@@ -225,8 +249,17 @@ def stdout_to(path: Path | None) -> Iterator[None]:
 
 
 def pretrain_task(task: DynamicsTask, device: str, dynamics_store: str | None, progress: bool) -> dict[str, Any]:
-    service = DynamicsService.fit(load_dataset(task.dataset_id, device=select_device(device)), config=task.config, store=dynamics_store, progress=progress)
-    return {"key": service.key, "was_cached": bool(service.was_cached), "train_seconds": float(service.metrics.get("train_seconds", 0.0))}
+    service = DynamicsService.fit(
+        load_dataset(task.dataset_id, device=select_device(device)),
+        config=task.config,
+        store=dynamics_store,
+        progress=progress,
+    )
+    return {
+        "key": service.key,
+        "was_cached": bool(service.was_cached),
+        "train_seconds": float(service.metrics.get("train_seconds", 0.0)),
+    }
 
 
 class InlineExecutor(Executor):
@@ -245,7 +278,10 @@ def make_executor(workers: int) -> Executor:
     if workers <= 1:
         return InlineExecutor()
     return ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker, initargs=(threads_per_worker(workers),)
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=init_worker,
+        initargs=(threads_per_worker(workers),),
     )
 
 
@@ -260,7 +296,10 @@ def run_compare(
     dynamics_store: str | None = None,
     log: Callable[[str], None] = print,
 ) -> CompareOutcome:
-    """Train every unfinished run of the grid and return what happened (the report is written by :func:`report_compare`)."""
+    """Train every unfinished run of the grid and return what happened.
+
+    The report is written by :func:`report_compare`.
+    """
 
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1 (got {workers})")
@@ -273,7 +312,9 @@ def run_compare(
         log(f"{len(outcome.skipped)} of {len(tasks)} runs already finished in {folder}: skipped")
     executor = make_executor(workers)
     try:
-        GridSchedule(executor, workers, spec, outcome, device, dynamics_store, progress=workers == 1, log=log, total=len(tasks)).run(todo)
+        GridSchedule(
+            executor, workers, spec, outcome, device, dynamics_store, progress=workers == 1, log=log, total=len(tasks)
+        ).run(todo)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
     return outcome
@@ -305,7 +346,10 @@ class GridSchedule:
     def run(self, todo: Sequence[RunTask]) -> None:
         dynamics_plan = plan_dynamics(self.spec, todo)
         self.models_left = {dataset_id: len(models) for dataset_id, models in dynamics_plan.items()}
-        self.waiting = {dataset_id: [task for task in todo if task.model_based and task.dataset_id == dataset_id] for dataset_id in dynamics_plan}
+        self.waiting = {
+            dataset_id: [task for task in todo if task.model_based and task.dataset_id == dataset_id]
+            for dataset_id in dynamics_plan
+        }
         self.queue.extend(model for models in dynamics_plan.values() for model in models)
         self.queue.extend(task for task in todo if not task.model_based)
         self.fill()
@@ -322,7 +366,16 @@ class GridSchedule:
                 future = self.executor.submit(pretrain_task, task, self.device, self.dynamics_store, self.progress)
             else:
                 folder = str(self.outcome.folder)
-                future = self.executor.submit(train_task, task, self.spec.steps, self.spec.overrides, folder, self.device, self.dynamics_store, self.progress)
+                future = self.executor.submit(
+                    train_task,
+                    task,
+                    self.spec.steps,
+                    self.spec.overrides,
+                    folder,
+                    self.device,
+                    self.dynamics_store,
+                    self.progress,
+                )
             self.pending[future] = task
 
     def complete(self, future: Future) -> None:
@@ -356,7 +409,10 @@ class GridSchedule:
         self.outcome.trained.append(task.name)
         evaluation = read_eval(future.result())
         done = len(self.outcome.trained) + len(self.outcome.skipped)
-        self.log(f"[{done}/{self.total}] {task.name}: final score {score_of(evaluation['final']):.1f} in {evaluation['train_seconds']:.0f} s")
+        self.log(
+            f"[{done}/{self.total}] {task.name}: final score {score_of(evaluation['final']):.1f} in "
+            f"{evaluation['train_seconds']:.0f} s"
+        )
 
     def fail(self, name: str, error: BaseException) -> str:
         self.outcome.failed[name] = describe(error)
@@ -373,4 +429,9 @@ def report_compare(folder: str | Path):
 
     folder = Path(folder)
     record = json.loads((folder / COMPARE_FILE).read_text()) if (folder / COMPARE_FILE).exists() else {}
-    return write_report(folder, title=record.get("name"), algo_order=record.get("algos", ()), dynamics_store=record.get("dynamics_store"))
+    return write_report(
+        folder,
+        title=record.get("name"),
+        algo_order=record.get("algos", ()),
+        dynamics_store=record.get("dynamics_store"),
+    )

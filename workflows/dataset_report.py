@@ -50,7 +50,9 @@ class DatasetReport:
         return json.dumps(_json_safe(self.summary), indent=2)
 
 
-def inspect_dataset(dataset_id: str, min_transitions: int = MIN_TRANSITIONS, exploding_abs: float = EXPLODING_ABS) -> DatasetReport:
+def inspect_dataset(
+    dataset_id: str, min_transitions: int = MIN_TRANSITIONS, exploding_abs: float = EXPLODING_ABS
+) -> DatasetReport:
     """Open a local (or downloadable) Minari dataset and report on it."""
     dataset = load_minari(dataset_id)
     info = dataset_info(dataset)
@@ -58,7 +60,12 @@ def inspect_dataset(dataset_id: str, min_transitions: int = MIN_TRANSITIONS, exp
     return build_report(arrays, info, min_transitions, exploding_abs)
 
 
-def build_report(arrays: dict[str, np.ndarray], info: DatasetInfo, min_transitions: int = MIN_TRANSITIONS, exploding_abs: float = EXPLODING_ABS) -> DatasetReport:
+def build_report(
+    arrays: dict[str, np.ndarray],
+    info: DatasetInfo,
+    min_transitions: int = MIN_TRANSITIONS,
+    exploding_abs: float = EXPLODING_ABS,
+) -> DatasetReport:
     """The report for transition arrays as returned by :func:`mbrl_core.data.transition_arrays`."""
     starts = np.flatnonzero(arrays["episode_starts"] > 0.5)
     ends = np.r_[starts[1:] - 1, len(arrays["actions"]) - 1]
@@ -83,7 +90,9 @@ def build_report(arrays: dict[str, np.ndarray], info: DatasetInfo, min_transitio
         "timeouts": int(arrays["timeouts"].sum()),
         "episodes_ending_unflagged": int(np.sum((arrays["terminals"][ends] < 0.5) & (arrays["timeouts"][ends] < 0.5))),
         "returns": distribution(returns),
-        "normalized_returns": distribution(np.array([info.normalized_score(r) for r in returns])) if info.has_refs else None,
+        "normalized_returns": distribution(np.array([info.normalized_score(r) for r in returns]))
+        if info.has_refs
+        else None,
         "episode_lengths": distribution(lengths),
         "rewards": distribution(arrays["rewards"]),
         "observations": observation_dims,
@@ -158,13 +167,21 @@ def non_finite_values(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, Any]
     return found
 
 
-def state_coverage(states: np.ndarray, components: int = COVERAGE_COMPONENTS, bins: int = COVERAGE_BINS) -> dict[str, Any]:
+def state_coverage(
+    states: np.ndarray, components: int = COVERAGE_COMPONENTS, bins: int = COVERAGE_BINS
+) -> dict[str, Any]:
     """Grid-occupancy estimate on the leading principal components (see the module docstring)."""
     states = states[np.isfinite(states).all(axis=1)]
     spread = states.std(axis=0) if len(states) else np.zeros(states.shape[1])
     varying = spread > 1e-8
     if len(states) < 2 or not varying.any():
-        return {"cell_fraction": 0.0, "occupied_cells": int(len(states) > 0), "components": 0, "bins": bins, "effective_dimension": 0.0}
+        return {
+            "cell_fraction": 0.0,
+            "occupied_cells": int(len(states) > 0),
+            "components": 0,
+            "bins": bins,
+            "effective_dimension": 0.0,
+        }
     standardized = (states[:, varying] - states[:, varying].mean(axis=0)) / spread[varying]
     eigenvalues, eigenvectors = np.linalg.eigh(np.cov(standardized, rowvar=False).reshape(varying.sum(), varying.sum()))
     order = np.argsort(eigenvalues)[::-1]
@@ -187,13 +204,22 @@ def state_coverage(states: np.ndarray, components: int = COVERAGE_COMPONENTS, bi
 def warnings_for(summary: dict[str, Any], min_transitions: int, exploding_abs: float) -> list[str]:
     found = []
     if summary["transitions"] < min_transitions:
-        found.append(f"only {summary['transitions']} transitions (fewer than {min_transitions}): too few to fit a dynamics model or a policy")
+        found.append(
+            f"only {summary['transitions']} transitions (fewer than {min_transitions}): too few to "
+            "fit a dynamics model or a policy"
+        )
     for name, where in summary["non_finite"].items():
-        found.append(f"{where['count']} NaN/inf values in {name} (first at transition {where['first_transition']}, dimensions {where['dimensions']})")
+        found.append(
+            f"{where['count']} NaN/inf values in {name} (first at transition "
+            f"{where['first_transition']}, dimensions {where['dimensions']})"
+        )
     violations = summary["actions_out_of_range"]
     if violations["transitions"]:
         dims = [i for i, n in enumerate(violations["per_dimension"]) if n]
-        found.append(f"{violations['transitions']} actions outside the action space (dimensions {dims}, largest excess {violations['max_excess']:.4g})")
+        found.append(
+            f"{violations['transitions']} actions outside the action space (dimensions {dims}, "
+            f"largest excess {violations['max_excess']:.4g})"
+        )
     for kind in ("observations", "actions"):
         constant = [i for i, row in enumerate(summary[kind]) if row["constant"]]
         exploding = [i for i, row in enumerate(summary[kind]) if row["exploding"]]
@@ -215,7 +241,8 @@ def format_report(report: DatasetReport) -> str:
     lines = [
         f"dataset        {s['dataset_id']}  (env {s['env_id']}, obs dim {s['obs_dim']}, action dim {s['act_dim']})",
         f"transitions    {s['transitions']}",
-        f"episodes       {s['episodes']}  (terminal {s['terminals']}, timeout {s['timeouts']}, unflagged end {s['episodes_ending_unflagged']})",
+        f"episodes       {s['episodes']}  (terminal {s['terminals']}, timeout {s['timeouts']}, "
+        f"unflagged end {s['episodes_ending_unflagged']})",
         f"ref scores     min {_number(s['ref_min_score'])}  max {_number(s['ref_max_score'])}",
         _distribution_line("returns", s["returns"]),
     ]
@@ -224,7 +251,8 @@ def format_report(report: DatasetReport) -> str:
     lines += [_distribution_line("ep. lengths", s["episode_lengths"]), _distribution_line("rewards", s["rewards"])]
     coverage = s["coverage"]
     lines.append(
-        f"coverage       {coverage['cell_fraction']:.3f} of a {coverage['bins']}^{coverage['components']} grid on the leading principal "
+        f"coverage       {coverage['cell_fraction']:.3f} of a "
+        f"{coverage['bins']}^{coverage['components']} grid on the leading principal "
         f"components ({coverage['occupied_cells']} cells); effective dimension {coverage['effective_dimension']:.2f}"
     )
     for kind in ("observations", "actions"):
@@ -283,7 +311,9 @@ def plot_report(report: DatasetReport, path: str | Path) -> Path:
         if ref is not None:
             returns_axes.axvline(ref, color="gray", linestyle="--")
             returns_axes.annotate(name, (ref, 1), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right")
-    lengths_axes.hist(report.episode_lengths, bins=min(50, max(5, len(report.episode_lengths) // 5)), color="tab:orange")
+    lengths_axes.hist(
+        report.episode_lengths, bins=min(50, max(5, len(report.episode_lengths) // 5)), color="tab:orange"
+    )
     lengths_axes.set(title="episode lengths", xlabel="steps", ylabel="episodes")
     _plot_ranges(obs_axes, s["observations"], "observation ranges (min-max, mean ± std)")
     _plot_ranges(act_axes, s["actions"], "action ranges (min-max, mean ± std); bounds in red")

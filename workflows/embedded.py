@@ -22,12 +22,16 @@ CONTROLLER_GAINS = np.array([1.0, 20.0, 2.0, 2.0])
 NOISE_RANGE = (1.0, 3.5)
 
 
-def controller_action(observation: np.ndarray, noise_scale: float, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+def controller_action(
+    observation: np.ndarray, noise_scale: float, rng: np.random.Generator, low: float, high: float
+) -> np.ndarray:
     action = CONTROLLER_GAINS @ observation + noise_scale * rng.standard_normal()
     return np.clip(np.array([action], dtype=np.float32), low, high)
 
 
-def run_episode(env: gym.Env, seed: int, rng: np.random.Generator, noise_scale: float | None, max_steps: int) -> dict[str, np.ndarray]:
+def run_episode(
+    env: gym.Env, seed: int, rng: np.random.Generator, noise_scale: float | None, max_steps: int
+) -> dict[str, np.ndarray]:
     """One episode; ``noise_scale=None`` means uniformly random actions."""
     observation, _ = env.reset(seed=seed)
     low, high = float(env.action_space.low[0]), float(env.action_space.high[0])
@@ -78,7 +82,9 @@ def collect_episodes(transitions: int, seed: int = 0, max_steps: int = 1000) -> 
     return episodes
 
 
-def build_default_dataset(dataset_id: str = DEFAULT_DATASET_ID, transitions: int = 20_000, seed: int = 0, overwrite: bool = False) -> str:
+def build_default_dataset(
+    dataset_id: str = DEFAULT_DATASET_ID, transitions: int = 20_000, seed: int = 0, overwrite: bool = False
+) -> str:
     """Write the embedded dataset to the local Minari root (if missing) and return its id."""
 
     if dataset_id in minari.list_local_datasets() and not overwrite:

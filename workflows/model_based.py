@@ -55,7 +55,9 @@ def prepare_model_based_run(
     """Load (or train) the dynamics model and build the mixed sampler for ``algo``'s resolved ``config``."""
     rollouts = build_config(RolloutConfig, config.get("rollouts"), f"{algo}.rollouts")
     learner_config = build_config(get_learner(algo).config_cls, config.get("learner"), f"{algo}.learner")
-    service = DynamicsService.fit(data, config.get("dynamics") or None, store=dynamics_store, retrain=retrain_dynamics).to(device)
+    service = DynamicsService.fit(
+        data, config.get("dynamics") or None, store=dynamics_store, retrain=retrain_dynamics
+    ).to(device)
     service.check_compatible(data)
     halting = halting_rule(algo, learner_config, service)
     provenance = {
@@ -73,7 +75,9 @@ def prepare_model_based_run(
     replay = open_replay(rollouts_path, data, service) if rollouts_path else None
     sampler = MixedSampler(
         RealSampler(data, batch_size=int(config["trainer"]["batch_size"]), seed=seed),
-        ModelBuffer(rollouts.retain_generations * rollouts.batch_size * rollouts.horizon, rollouts.retain_generations, device),
+        ModelBuffer(
+            rollouts.retain_generations * rollouts.batch_size * rollouts.horizon, rollouts.retain_generations, device
+        ),
         RolloutGenerator(service, data.observations, rollouts.horizon, rollouts.batch_size, seed=seed, halting=halting),
         batch_size=int(config["trainer"]["batch_size"]),
         real_fraction=rollouts.real_fraction,
@@ -84,7 +88,11 @@ def prepare_model_based_run(
     )
     extras = {DISAGREEMENT_MAX: float(service.disagreement_stats["max"]), MODEL_KEY: service.key}
     # pretrain_seconds: what training this model cost, whether this run paid it (reused False) or an earlier one did.
-    info = {"key": service.key, "reused": bool(service.was_cached), "pretrain_seconds": float(service.metrics["train_seconds"])}
+    info = {
+        "key": service.key,
+        "reused": bool(service.was_cached),
+        "pretrain_seconds": float(service.metrics["train_seconds"]),
+    }
     return ModelBasedSetup(sampler=sampler, context_extras=extras, dynamics_info=info)
 
 

@@ -16,9 +16,10 @@ import base64
 import html
 import math
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -127,7 +128,11 @@ class Table:
 def run_folders(folder: Path) -> list[Path]:
     """Run folders of a compare (``<folder>/runs/*``) or of a plain runs directory (``<folder>/*``)."""
     parent = folder / "runs" if (folder / "runs").is_dir() else folder
-    return sorted(path for path in parent.iterdir() if path.is_dir() and ((path / "config.yaml").exists() or (path / "eval.json").exists()))
+    return sorted(
+        path
+        for path in parent.iterdir()
+        if path.is_dir() and ((path / "config.yaml").exists() or (path / "eval.json").exists())
+    )
 
 
 def score_of(evaluation: dict[str, Any]) -> float:
@@ -144,7 +149,9 @@ def load_dynamics(key: str, store: str | None) -> Any | None:
         return None
 
 
-def dynamics_costs(evaluations: Iterable[dict[str, Any]], store: str | None) -> dict[str, tuple[float, dict[str, Any] | None]]:
+def dynamics_costs(
+    evaluations: Iterable[dict[str, Any]], store: str | None
+) -> dict[str, tuple[float, dict[str, Any] | None]]:
     """Per dynamics key: (training seconds, artifact metrics or None).
 
     The artifact's own ``train_seconds`` is the true cost even when every run
@@ -213,7 +220,10 @@ def summarize_cell(runs: Sequence[RunRecord]) -> CellSummary:
 
 
 def aggregate_over_datasets(cells: Sequence[CellSummary], datasets: Sequence[str]) -> list[tuple[str, int, Estimate]]:
-    """Per learner run on every dataset: IQM of all its runs' normalized final scores, bootstrap stratified by dataset."""
+    """Per learner run on every dataset: IQM of all its runs' normalized final scores.
+
+    The bootstrap is stratified by dataset.
+    """
     by_algo: dict[str, list[CellSummary]] = defaultdict(list)
     for cell in cells:
         by_algo[cell.algo].append(cell)
@@ -222,7 +232,9 @@ def aggregate_over_datasets(cells: Sequence[CellSummary], datasets: Sequence[str
         if {cell.dataset_id for cell in algo_cells} != set(datasets):
             continue
         runs = [run for cell in algo_cells for run in cell.runs]
-        estimate = stratified_bootstrap_ci([run.final_score for run in runs], strata=[run.dataset_id for run in runs], seed=BOOTSTRAP_SEED)
+        estimate = stratified_bootstrap_ci(
+            [run.final_score for run in runs], strata=[run.dataset_id for run in runs], seed=BOOTSTRAP_SEED
+        )
         aggregate.append((algo, len(runs), estimate))
     return aggregate
 
@@ -232,11 +244,15 @@ def best_of_family(cells: Sequence[CellSummary], model_based: bool) -> CellSumma
     return max(family, key=lambda cell: cell.final_mean, default=None)
 
 
-def summarize_dynamics(costs: dict[str, tuple[float, dict[str, Any] | None]], records: Sequence[RunRecord]) -> list[DynamicsSummary]:
+def summarize_dynamics(
+    costs: dict[str, tuple[float, dict[str, Any] | None]], records: Sequence[RunRecord]
+) -> list[DynamicsSummary]:
     summaries = []
     for key, (seconds, metrics) in costs.items():
         users = [record for record in records if record.dynamics_key == key]
-        summaries.append(DynamicsSummary(key, tuple(sorted({record.dataset_id for record in users})), len(users), seconds, metrics))
+        summaries.append(
+            DynamicsSummary(key, tuple(sorted({record.dataset_id for record in users})), len(users), seconds, metrics)
+        )
     return summaries
 
 
@@ -250,7 +266,9 @@ def cell_order(datasets: Sequence[str], algo_order: Sequence[str]) -> Callable[[
     return key
 
 
-def summarize(folder: Path, title: str | None = None, algo_order: Sequence[str] = (), dynamics_store: str | None = None) -> ReportData:
+def summarize(
+    folder: Path, title: str | None = None, algo_order: Sequence[str] = (), dynamics_store: str | None = None
+) -> ReportData:
     """Read every finished run under ``folder`` and compute the report's numbers."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -262,17 +280,26 @@ def summarize(folder: Path, title: str | None = None, algo_order: Sequence[str] 
         raise ArtifactError(f"no finished runs under {folder} (a run is finished once its eval.json is written)")
     evaluations = {run_dir: read_eval(run_dir) for run_dir in finished}
     costs = dynamics_costs(evaluations.values(), dynamics_store)
-    records = [run_record(run_dir, evaluation, {key: cost[0] for key, cost in costs.items()}) for run_dir, evaluation in evaluations.items()]
+    records = [
+        run_record(run_dir, evaluation, {key: cost[0] for key, cost in costs.items()})
+        for run_dir, evaluation in evaluations.items()
+    ]
 
     grouped: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for record in records:
         grouped[(record.dataset_id, record.algo)].append(record)
     datasets = sorted({record.dataset_id for record in records})
     cells = sorted((summarize_cell(runs) for runs in grouped.values()), key=cell_order(datasets, algo_order))
-    normalized = {dataset: all(record.normalized for record in records if record.dataset_id == dataset) for dataset in datasets}
+    normalized = {
+        dataset: all(record.normalized for record in records if record.dataset_id == dataset) for dataset in datasets
+    }
 
     normalized_datasets = [dataset for dataset in datasets if normalized[dataset]]
-    aggregate = aggregate_over_datasets([c for c in cells if normalized[c.dataset_id]], normalized_datasets) if len(normalized_datasets) > 1 else []
+    aggregate = (
+        aggregate_over_datasets([c for c in cells if normalized[c.dataset_id]], normalized_datasets)
+        if len(normalized_datasets) > 1
+        else []
+    )
     return ReportData(
         title=title or folder.resolve().name,
         datasets=datasets,
@@ -318,7 +345,16 @@ def results_table(data: ReportData, dataset_id: str) -> Table:
         )
         for cell in data.cells_of(dataset_id)
     )
-    headers = ("learner", "family", "seeds", f"final {unit}: mean ± std", "final IQM [95% CI]", "best during training: mean ± std", "wall-clock s", "updates/s")
+    headers = (
+        "learner",
+        "family",
+        "seeds",
+        f"final {unit}: mean ± std",
+        "final IQM [95% CI]",
+        "best during training: mean ± std",
+        "wall-clock s",
+        "updates/s",
+    )
     return Table(f"Results: {dataset_id} ({unit})", headers, rows)
 
 
@@ -328,7 +364,9 @@ def family_table(data: ReportData) -> Table:
         cells = data.cells_of(dataset_id)
         model_based, model_free = best_of_family(cells, True), best_of_family(cells, False)
         gap = f"{model_based.final_mean - model_free.final_mean:+.1f}" if model_based and model_free else "n/a"
-        rows.append((dataset_id, best_label(model_based), best_label(model_free), gap, verdict(model_based, model_free)))
+        rows.append(
+            (dataset_id, best_label(model_based), best_label(model_free), gap, verdict(model_based, model_free))
+        )
     headers = ("dataset", "best model-based (final mean)", "best model-free (final mean)", "gap (MB - MF)", "verdict")
     return Table("Model-based vs model-free (final scores)", headers, tuple(rows))
 
@@ -343,7 +381,9 @@ def verdict(model_based: CellSummary | None, model_free: CellSummary | None) -> 
         return "only one family was run"
     if model_based.final_mean == model_free.final_mean:
         return "tied"
-    winner, loser = (model_based, model_free) if model_based.final_mean >= model_free.final_mean else (model_free, model_based)
+    winner, loser = (
+        (model_based, model_free) if model_based.final_mean >= model_free.final_mean else (model_free, model_based)
+    )
     separated = winner.final_iqm.low > loser.final_iqm.high
     strength = "CIs do not overlap" if separated else "CIs overlap: not separable with these seeds"
     return f"{winner.family} ahead ({strength})"
@@ -351,7 +391,11 @@ def verdict(model_based: CellSummary | None, model_free: CellSummary | None) -> 
 
 def aggregate_table(data: ReportData) -> Table:
     rows = tuple((algo, str(count), interval(estimate)) for algo, count, estimate in data.aggregate)
-    return Table("Across datasets (normalized final scores, bootstrap stratified by dataset)", ("learner", "runs", "IQM [95% CI]"), rows)
+    return Table(
+        "Across datasets (normalized final scores, bootstrap stratified by dataset)",
+        ("learner", "runs", "IQM [95% CI]"),
+        rows,
+    )
 
 
 # (column header, metric name in the artifact): a calibrated Gaussian puts 68.3% / 95.4% of targets within 1 / 2 sigma.
@@ -370,7 +414,9 @@ def dynamics_table(data: ReportData) -> Table:
     for summary in data.dynamics:
         metrics = summary.metrics or {}
         values = tuple(format_metric(metrics.get(name)) for _, name in DYNAMICS_COLUMNS)
-        rows.append((summary.key, ", ".join(summary.dataset_ids), str(summary.runs), fmt(summary.train_seconds, 0), *values))
+        rows.append(
+            (summary.key, ", ".join(summary.dataset_ids), str(summary.runs), fmt(summary.train_seconds, 0), *values)
+        )
     headers = ("key", "dataset", "runs using it", "training s", *(header for header, _ in DYNAMICS_COLUMNS))
     return Table("Dynamics models (holdout metrics: mean over elites)", headers, tuple(rows))
 
@@ -381,7 +427,8 @@ def format_metric(value: Any) -> str:
 
 def dynamics_notes(data: ReportData) -> list[str]:
     return [
-        f"Dynamics model {summary.key} could not be loaded from the store: its metrics are not shown and its training time is the one runs recorded."
+        f"Dynamics model {summary.key} could not be loaded from the store: its metrics are not shown "
+        "and its training time is the one runs recorded."
         for summary in data.dynamics
         if summary.metrics is None
     ]
@@ -394,7 +441,13 @@ def markdown_table(table: Table) -> str:
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + " |"
 
-    return "\n".join([line(table.headers), "|" + "|".join("-" * (width + 2) for width in widths) + "|", *(line(row) for row in table.rows)])
+    return "\n".join(
+        [
+            line(table.headers),
+            "|" + "|".join("-" * (width + 2) for width in widths) + "|",
+            *(line(row) for row in table.rows),
+        ]
+    )
 
 
 def html_table(table: Table) -> str:
@@ -423,15 +476,39 @@ def plot_dataset(data: ReportData, dataset_id: str, path: Path) -> Path:
     figure, (curves, finals) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     for cell in cells:
         steps, mean, std = learning_curve(cell.runs)
-        curves.plot(steps, mean, color=colors[cell.algo], linestyle="-" if cell.model_based else "--", label=f"{cell.algo} ({cell.family})")
+        curves.plot(
+            steps,
+            mean,
+            color=colors[cell.algo],
+            linestyle="-" if cell.model_based else "--",
+            label=f"{cell.algo} ({cell.family})",
+        )
         curves.fill_between(steps, mean - std, mean + std, color=colors[cell.algo], alpha=0.2)
-    curves.set(xlabel="gradient steps", ylabel=score_unit(data, dataset_id), title=f"{dataset_id}: learning curves (mean ± std)")
+    curves.set(
+        xlabel="gradient steps",
+        ylabel=score_unit(data, dataset_id),
+        title=f"{dataset_id}: learning curves (mean ± std)",
+    )
     curves.grid(alpha=0.3)
     curves.legend(fontsize=8)
     for row, cell in enumerate(cells):
         estimate = cell.final_iqm
-        finals.errorbar(estimate.value, row, xerr=[[estimate.value - estimate.low], [estimate.high - estimate.value]], fmt="o", color=colors[cell.algo], capsize=4)
-        finals.scatter([run.final_score for run in cell.runs], [row + 0.2] * len(cell.runs), color=colors[cell.algo], marker="x", s=20, alpha=0.7)
+        finals.errorbar(
+            estimate.value,
+            row,
+            xerr=[[estimate.value - estimate.low], [estimate.high - estimate.value]],
+            fmt="o",
+            color=colors[cell.algo],
+            capsize=4,
+        )
+        finals.scatter(
+            [run.final_score for run in cell.runs],
+            [row + 0.2] * len(cell.runs),
+            color=colors[cell.algo],
+            marker="x",
+            s=20,
+            alpha=0.7,
+        )
     finals.set_yticks(range(len(cells)), [cell.algo for cell in cells])
     finals.invert_yaxis()
     finals.set(xlabel=f"final {score_unit(data, dataset_id)}", title="final: IQM with 95% CI (x = seeds)")
@@ -471,11 +548,15 @@ def header_lines(data: ReportData) -> list[str]:
     budgets = sorted({run.steps for run in runs})
     episodes = sorted({run.eval_episodes for run in runs})
     lines = [
-        f"{count(len(runs), 'finished run')}: {count(len({c.algo for c in data.cells}), 'learner')} x {count(len(data.datasets), 'dataset')}, "
-        f"budget {' / '.join(f'{steps:,}' for steps in budgets)} gradient steps, final evaluation over {' / '.join(map(str, episodes))} episodes.",
+        f"{count(len(runs), 'finished run')}: {count(len({c.algo for c in data.cells}), 'learner')} x "
+        f"{count(len(data.datasets), 'dataset')}, "
+        f"budget {' / '.join(f'{steps:,}' for steps in budgets)} gradient steps, final evaluation "
+        f"over {' / '.join(map(str, episodes))} episodes.",
         "Final = the policy after the last step (the headline). Best during training = the best periodic evaluation; "
-        "choosing it peeks at the environment, so it is optimistic. Std is over seeds (n-1); IQM is the mean of the middle "
-        f"50% of runs with a percentile bootstrap 95% CI over runs (seed {BOOTSTRAP_SEED}). Model-based wall-clock and updates/s "
+        "choosing it peeks at the environment, so it is optimistic. Std is over seeds (n-1); IQM is "
+        "the mean of the middle "
+        f"50% of runs with a percentile bootstrap 95% CI over runs (seed {BOOTSTRAP_SEED}). "
+        "Model-based wall-clock and updates/s "
         "include the dynamics model's pretraining.",
     ]
     if len(budgets) > 1:
@@ -526,23 +607,34 @@ p.note { color: #555; font-size: 0.9em; }
 
 def render_html(data: ReportData, plots: dict[str, Path]) -> str:
     title = html.escape(f"Offline RL comparison: {data.title}")
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style></head><body>", f"<h1>{title}</h1>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{title}</h1>",
+    ]
     parts += [f"<p class='note'>{html.escape(line)}</p>" for line in header_lines(data)]
     for section in sections(data):
         parts += [f"<h2>{html.escape(section.table.title)}</h2>", html_table(section.table)]
         parts += [f"<p class='note'>{html.escape(note)}</p>" for note in section.notes]
         if section.plot_of is not None:
             encoded = base64.b64encode(plots[section.plot_of].read_bytes()).decode("ascii")
-            parts.append(f"<img alt='{html.escape(section.plot_of)}: learning curves and final scores' src='data:image/png;base64,{encoded}'>")
+            parts.append(
+                f"<img alt='{html.escape(section.plot_of)}: learning curves and final scores' "
+                f"src='data:image/png;base64,{encoded}'>"
+            )
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write_report(folder: Path, title: str | None = None, algo_order: Sequence[str] = (), dynamics_store: str | None = None) -> tuple[ReportData, ReportPaths]:
+def write_report(
+    folder: Path, title: str | None = None, algo_order: Sequence[str] = (), dynamics_store: str | None = None
+) -> tuple[ReportData, ReportPaths]:
     """Summarize the finished runs under ``folder`` and write report.md, report.html and plots/*.png into it."""
     folder = Path(folder)
     data = summarize(folder, title=title, algo_order=algo_order, dynamics_store=dynamics_store)
-    plots = {dataset_id: plot_dataset(data, dataset_id, folder / PLOTS_DIR / plot_file_name(dataset_id)) for dataset_id in data.datasets}
+    plots = {
+        dataset_id: plot_dataset(data, dataset_id, folder / PLOTS_DIR / plot_file_name(dataset_id))
+        for dataset_id in data.datasets
+    }
     save_text(render_markdown(data), folder / MARKDOWN_NAME)
     save_text(render_html(data, plots), folder / HTML_NAME)
     return data, ReportPaths(folder / MARKDOWN_NAME, folder / HTML_NAME, tuple(plots.values()))

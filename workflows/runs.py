@@ -117,7 +117,9 @@ def train_run(
     resuming = resume and (run_dir / "checkpoints" / "last.pt").exists()
     config = _run_config(algo, dataset_id, steps, seed, device, overrides, run_dir, resuming)
     trainer_config = build_config(TrainerConfig, config["trainer"], f"{algo}.trainer")
-    learner_config = build_config(entry.config_cls, config.get("learner"), f"{algo}.learner")  # bad keys stop before any work
+    learner_config = build_config(
+        entry.config_cls, config.get("learner"), f"{algo}.learner"
+    )  # bad keys stop before any work
     target = select_device(trainer_config.device)
     seed_everything(trainer_config.seed)
     data = load_dataset(dataset_id, device=target)
@@ -127,7 +129,9 @@ def train_run(
     save_yaml(config, run_dir / "config.yaml")
 
     context = LearnerContext.from_data(data, trainer_config.steps, target)
-    sampler, dynamics_info = _make_sampler(algo, entry, data, config, trainer_config, run_dir, target, rollouts, dynamics_store, context)
+    sampler, dynamics_info = _make_sampler(
+        algo, entry, data, config, trainer_config, run_dir, target, rollouts, dynamics_store, context
+    )
     save_torch(context_state(context), run_dir / "context.pt")
     learner = entry.learner_cls(learner_config, context)
 
@@ -152,14 +156,19 @@ def _run_config(algo, dataset_id, steps, seed, device, overrides, run_dir: Path,
     config = {"algo": algo} | resolve_algo_config(algo, dataset_id, merge(overrides or {}, explicit))
     unknown = sorted(set(config) - {"algo", "learner", "trainer", "rollouts", "dynamics"})
     if unknown:
-        raise ConfigError(f"unknown config section(s) {', '.join(unknown)} for {algo} (valid: learner, trainer, rollouts, dynamics)")
+        raise ConfigError(
+            f"unknown config section(s) {', '.join(unknown)} for {algo} (valid: learner, trainer, rollouts, dynamics)"
+        )
     return config
 
 
 def _check_same_dataset(config: dict, data: TransitionData, run_dir: Path, resuming: bool) -> None:
     recorded = (config.get("dataset") or {}).get("fingerprint")
     if resuming and recorded and recorded != data.fingerprint:
-        raise ArtifactError(f"cannot resume {run_dir}: dataset '{data.info.dataset_id}' changed since the run started (fingerprint {recorded} -> {data.fingerprint})")
+        raise ArtifactError(
+            f"cannot resume {run_dir}: dataset '{data.info.dataset_id}' changed since the run started "
+            f"(fingerprint {recorded} -> {data.fingerprint})"
+        )
 
 
 def _make_sampler(algo, entry, data, config, trainer_config, run_dir, device, rollouts, dynamics_store, context):
@@ -188,13 +197,16 @@ def make_loggers(run_dir: Path, resume_step: int | None = None) -> list:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         csv_logger = CSVLogger(root_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=1)
-        csv_logger.experiment  # created now, inside the warning filter (it warns about the non-empty run folder)
+        _ = csv_logger.experiment  # created now, inside the warning filter (it warns about the non-empty run folder)
         for row in earlier:
             step = int(float(row.pop("step")))
             if step > resume_step:
                 continue
             csv_logger.log_metrics({k: float(v) for k, v in row.items() if v not in ("", None)}, step=step)
-    return [csv_logger, TensorBoardLogger(root_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)]
+    return [
+        csv_logger,
+        TensorBoardLogger(root_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False),
+    ]
 
 
 def _read_metric_rows(path: Path) -> list[dict[str, str]]:
@@ -231,7 +243,9 @@ def _eval_record(algo, data, trainer_config, state, model_based: bool, dynamics_
 def read_eval(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "eval.json"
     if not path.exists():
-        raise ArtifactError(f"{run_dir} has no eval.json: the run has not finished (resume it with `mbrl train ... --resume`)")
+        raise ArtifactError(
+            f"{run_dir} has no eval.json: the run has not finished (resume it with `mbrl train ... --resume`)"
+        )
     return json.loads(path.read_text())
 
 
@@ -249,7 +263,9 @@ def load_policy(run_dir: str | Path, device: str | torch.device = "cpu"):
     device = torch.device(device)
     entry = get_learner(config["algo"])
     context = context_from_state(load_torch(run_dir / "context.pt"), device)
-    learner = entry.learner_cls(build_config(entry.config_cls, config.get("learner"), f"{config['algo']}.learner"), context)
+    learner = entry.learner_cls(
+        build_config(entry.config_cls, config.get("learner"), f"{config['algo']}.learner"), context
+    )
     learner.load_state_dict(load_torch(run_dir / "checkpoints" / "last.pt", map_location=device)["learner"])
     return learner
 

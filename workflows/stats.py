@@ -10,8 +10,8 @@ resampled within each task, so every replicate keeps the grid's task mix.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -63,7 +63,11 @@ def stratified_bootstrap_ci(
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or values.size == 0:
         raise ValueError("expected a non-empty 1-D array of run scores")
-    labels = np.zeros(values.size, dtype=int) if strata is None else np.unique(np.asarray(strata, dtype=object).astype(str), return_inverse=True)[1]
+    labels = (
+        np.zeros(values.size, dtype=int)
+        if strata is None
+        else np.unique(np.asarray(strata, dtype=object).astype(str), return_inverse=True)[1]
+    )
     rng = np.random.default_rng(seed)
     resampled = np.empty((replicates, values.size))
     column = 0

@@ -12,26 +12,62 @@ from workflows.report import terminal_summary
 HELP = "train learners x datasets x seeds under one budget (resumable) and write a report"
 
 
-def add_grid_arguments(parser: argparse.ArgumentParser, steps: int | None, seeds: int, algos: list[str] | None, workers: int) -> None:
+def add_grid_arguments(
+    parser: argparse.ArgumentParser, steps: int | None, seeds: int, algos: list[str] | None, workers: int
+) -> None:
     """The options compare and quickstart share; defaults differ."""
-    parser.add_argument("--algos", nargs="+", default=algos, required=algos is None, metavar="ALGO",
-                        help="learners to compare: mopo morel combo (model-based), cql iql awac td3bc bc sac (model-free)"
-                        + (f" (default: {' '.join(algos)})" if algos else ""))
-    parser.add_argument("--seeds", type=int, default=seeds, help=f"seeds per learner and dataset: 0..N-1 (default: {seeds})")
-    parser.add_argument("--steps", type=int, default=steps, required=steps is None, help="gradient updates per run, the same for every learner"
-                        + (f" (default: {steps})" if steps else ""))
-    parser.add_argument("--workers", type=int, default=workers,
-                        help=f"runs trained at once, each with cores/workers torch threads (default: {workers})")
-    parser.add_argument("--out", "--runs-dir", dest="out", default="runs", help="where the compare-<name> folder goes (default: runs)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for every run: trainer.eval_every=2000, rollouts.horizon=1, dynamics.max_epochs=50; repeatable")
+    parser.add_argument(
+        "--algos",
+        nargs="+",
+        default=algos,
+        required=algos is None,
+        metavar="ALGO",
+        help="learners to compare: mopo morel combo (model-based), cql iql awac td3bc bc sac (model-free)"
+        + (f" (default: {' '.join(algos)})" if algos else ""),
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=seeds, help=f"seeds per learner and dataset: 0..N-1 (default: {seeds})"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=steps,
+        required=steps is None,
+        help="gradient updates per run, the same for every learner" + (f" (default: {steps})" if steps else ""),
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=workers,
+        help=f"runs trained at once, each with cores/workers torch threads (default: {workers})",
+    )
+    parser.add_argument(
+        "--out", "--runs-dir", dest="out", default="runs", help="where the compare-<name> folder goes (default: runs)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=(
+            "config override for every run: trainer.eval_every=2000, rollouts.horizon=1, "
+            "dynamics.max_epochs=50; repeatable"
+        ),
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
-    parser.add_argument("--dynamics-store", default=None, help="dynamics artifact folder (default: MBRL_DYNAMICS_STORE or the user cache)")
+    parser.add_argument(
+        "--dynamics-store",
+        default=None,
+        help="dynamics artifact folder (default: MBRL_DYNAMICS_STORE or the user cache)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datasets", nargs="+", required=True, metavar="DATASET", help="Minari dataset ids")
-    parser.add_argument("--name", default=None, help="compare folder name (default: from the datasets and steps; re-running resumes it)")
+    parser.add_argument(
+        "--name", default=None, help="compare folder name (default: from the datasets and steps; re-running resumes it)"
+    )
     add_grid_arguments(parser, steps=None, seeds=3, algos=None, workers=1)
 
 
@@ -51,9 +87,13 @@ def run_grid(spec, args: argparse.Namespace) -> int:
     """Train the grid, write the report, print the summary table; exit status 1 if any run failed."""
 
     try:
-        outcome = run_compare(spec, runs_dir=args.out, workers=args.workers, device=args.device, dynamics_store=args.dynamics_store)
+        outcome = run_compare(
+            spec, runs_dir=args.out, workers=args.workers, device=args.device, dynamics_store=args.dynamics_store
+        )
     except KeyboardInterrupt:
-        print("interrupted: finished runs and checkpoints are kept; run the same command again to resume", file=sys.stderr)
+        print(
+            "interrupted: finished runs and checkpoints are kept; run the same command again to resume", file=sys.stderr
+        )
         return 130
     if outcome.trained or outcome.skipped:
         data, paths = report_compare(outcome.folder)

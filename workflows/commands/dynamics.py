@@ -1,10 +1,10 @@
 """`mbrl dynamics`: train, list and show stored dynamics models.
 
-    mbrl dynamics train --dataset <minari-id>   # trains, or says it is already trained and prints its key
-    mbrl dynamics list                           # every stored model
-    mbrl dynamics show <key>                     # metrics, config, calibration, a plot of holdout error per member
+mbrl dynamics train --dataset <minari-id>   # trains, or says it is already trained and prints its key
+mbrl dynamics list                           # every stored model
+mbrl dynamics show <key>                     # metrics, config, calibration, a plot of holdout error per member
 
-    mbrl dynamics serve <key>                    # the HTTP service (dynamics.server)
+mbrl dynamics serve <key>                    # the HTTP service (dynamics.server)
 """
 
 from __future__ import annotations
@@ -28,9 +28,17 @@ HELP = "train, list and show pretrained dynamics ensembles (trained once per dat
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     subparsers = parser.add_subparsers(dest="dynamics_command", metavar="SUBCOMMAND")
     train = subparsers.add_parser("train", help="train the ensemble of a dataset (or report the stored one)")
-    train.add_argument("--dataset", required=True, help="Minari dataset id (local under MINARI_DATASETS_PATH, else downloaded)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override configs/dynamics.yaml, e.g. patience=10 or ensemble_size=5; repeatable")
+    train.add_argument(
+        "--dataset", required=True, help="Minari dataset id (local under MINARI_DATASETS_PATH, else downloaded)"
+    )
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override configs/dynamics.yaml, e.g. patience=10 or ensemble_size=5; repeatable",
+    )
     train.add_argument("--retrain", action="store_true", help="train again even if this dataset and config are stored")
     train.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
     train.add_argument("--devices", default="auto", help="Lightning devices: auto, 1, 4, '0,1', ...")
@@ -40,12 +48,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.set_defaults(dynamics_handler=run_train)
     listing = subparsers.add_parser("list", help="every stored model: dataset, key, date, holdout scores, elites")
     listing.set_defaults(dynamics_handler=run_list)
-    show = subparsers.add_parser("show", help="a model's metrics, config, calibration and a plot of holdout error per member")
+    show = subparsers.add_parser(
+        "show", help="a model's metrics, config, calibration and a plot of holdout error per member"
+    )
     show.add_argument("key", help="model key (or a unique prefix of one)")
-    show.add_argument("--plot", default=None, help="where to write the PNG (default: holdout_error.png in the model's folder)")
+    show.add_argument(
+        "--plot", default=None, help="where to write the PNG (default: holdout_error.png in the model's folder)"
+    )
     show.set_defaults(dynamics_handler=run_show)
     for sub in (train, listing, show):
-        sub.add_argument("--store", default=None, help="artifact folder (default: MBRL_DYNAMICS_STORE, else ~/.cache/mbrl-offline-suite/dynamics)")
+        sub.add_argument(
+            "--store",
+            default=None,
+            help="artifact folder (default: MBRL_DYNAMICS_STORE, else ~/.cache/mbrl-offline-suite/dynamics)",
+        )
     serve = subparsers.add_parser("serve", help=server.HELP, description=server.HELP)
     server.add_arguments(serve)
     serve.set_defaults(dynamics_handler=server.run)
@@ -94,7 +110,10 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"already trained: {service.key} ({service.path}); use --retrain to train again")
     else:
         print(f"trained: {service.key} in {metrics['train_seconds']:.1f}s, {metrics['epochs']} epochs ({service.path})")
-    print(f"holdout MSE (elites) {metrics['holdout_mse_elites']:.4g}, NLL {metrics['holdout_nll_elites']:.4g}, elites {service.elites}")
+    print(
+        f"holdout MSE (elites) {metrics['holdout_mse_elites']:.4g}, NLL "
+        f"{metrics['holdout_nll_elites']:.4g}, elites {service.elites}"
+    )
     return 0
 
 
@@ -108,8 +127,17 @@ def run_list(args: argparse.Namespace) -> int:
             rows.append((key, "(corrupted)", "", "", "", "", ""))
             continue
         metrics = meta["metrics"]
-        rows.append((key, meta["dataset"]["id"], meta["created"], f"{metrics['holdout_mse_elites']:.4g}",
-                     f"{metrics['holdout_nll_elites']:.4g}", str(metrics["epochs"]), ",".join(map(str, meta["elites"]))))
+        rows.append(
+            (
+                key,
+                meta["dataset"]["id"],
+                meta["created"],
+                f"{metrics['holdout_mse_elites']:.4g}",
+                f"{metrics['holdout_nll_elites']:.4g}",
+                str(metrics["epochs"]),
+                ",".join(map(str, meta["elites"])),
+            )
+        )
     if len(rows) == 1:
         print(f"no dynamics models in {store.root} (train one with `mbrl dynamics train --dataset <id>`)")
         return 0
@@ -123,15 +151,29 @@ def run_show(args: argparse.Namespace) -> int:
     meta = store.read_meta(key)
     metrics, stats = meta["metrics"], meta["disagreement_stats"]
     print(f"model {key}  ({store.path(key)})")
-    print(f"dataset {meta['dataset']['id']} (env {meta['dataset']['env_id']}, {meta['dataset']['transitions']} transitions, fingerprint {meta['dataset']['fingerprint']})")
-    print(f"created {meta['created']}; trained {metrics['train_seconds']:.1f}s, {metrics['epochs']} epochs, stopped early: {metrics['stopped_early']}")
+    print(
+        f"dataset {meta['dataset']['id']} (env {meta['dataset']['env_id']}, "
+        f"{meta['dataset']['transitions']} transitions, fingerprint {meta['dataset']['fingerprint']})"
+    )
+    print(
+        f"created {meta['created']}; trained {metrics['train_seconds']:.1f}s, {metrics['epochs']} "
+        f"epochs, stopped early: {metrics['stopped_early']}"
+    )
     print(f"termination: {TerminationRule.from_dict(meta['termination']).describe()}; elites {meta['elites']}")
-    print(f"dataset disagreement ({stats['feature']}): max {stats['max']:.4g}, p99 {stats['p99']:.4g}, mean {stats['mean']:.4g}")
+    print(
+        f"dataset disagreement ({stats['feature']}): max {stats['max']:.4g}, p99 {stats['p99']:.4g}, "
+        f"mean {stats['mean']:.4g}"
+    )
     print("\nquality on the holdout split:")
     print(format_quality(meta["quality"], meta["elites"]))
     print("\nconfig: " + json.dumps(meta["config"], sort_keys=True))
     print("libraries: " + ", ".join(f"{name} {version}" for name, version in sorted(meta["library_versions"].items())))
-    plot = plot_holdout_error(meta["quality"], meta["elites"], args.plot or store.path(key) / "holdout_error.png", f"{key} on {meta['dataset']['id']}")
+    plot = plot_holdout_error(
+        meta["quality"],
+        meta["elites"],
+        args.plot or store.path(key) / "holdout_error.png",
+        f"{key} on {meta['dataset']['id']}",
+    )
     print(f"\nplot: {plot}")
     return 0
 

@@ -23,13 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     policy = load_policy(args.run_dir, device=args.device)
-    evaluator = Evaluator(run_dataset_info(args.run_dir), args.episodes, seed=args.seed, env_id=args.env, device=args.device)
+    evaluator = Evaluator(
+        run_dataset_info(args.run_dir), args.episodes, seed=args.seed, env_id=args.env, device=args.device
+    )
     try:
         result = evaluator(policy.act)
     finally:
         evaluator.close()
     out = Path(args.run_dir) / f"reeval-{time.strftime('%Y%m%d-%H%M%S')}.json"
     save_json(vars(result) | {"env": args.env, "seed": args.seed}, out)
-    score = f", normalized score {result.normalized_score:.1f}" if result.normalized_score is not None else " (no reference scores)"
+    score = (
+        f", normalized score {result.normalized_score:.1f}"
+        if result.normalized_score is not None
+        else " (no reference scores)"
+    )
     print(f"{args.episodes} episodes: return {result.return_mean:.1f} ± {result.return_std:.1f}{score}\nwritten {out}")
     return 0

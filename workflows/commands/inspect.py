@@ -6,15 +6,23 @@ import argparse
 
 from workflows.dataset_report import format_report, inspect_dataset, plot_report
 
-HELP = "report what a Minari dataset holds (sizes, returns, per-dimension statistics, problems), optionally as a PNG plot"
+HELP = (
+    "report what a Minari dataset holds (sizes, returns, per-dimension statistics, problems), optionally as a PNG plot"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset_id", help="Minari dataset id (local, or downloadable)")
-    parser.add_argument("--plot", metavar="PATH", help="write a PNG: returns histogram, episode lengths, per-dimension ranges")
+    parser.add_argument(
+        "--plot", metavar="PATH", help="write a PNG: returns histogram, episode lengths, per-dimension ranges"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
-    parser.add_argument("--min-transitions", type=int, default=1000, help="warn below this many transitions (default 1000)")
-    parser.add_argument("--exploding-abs", type=float, default=1e4, help="flag dimensions whose |value| exceeds this (default 1e4)")
+    parser.add_argument(
+        "--min-transitions", type=int, default=1000, help="warn below this many transitions (default 1000)"
+    )
+    parser.add_argument(
+        "--exploding-abs", type=float, default=1e4, help="flag dimensions whose |value| exceeds this (default 1e4)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

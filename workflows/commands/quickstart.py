@@ -9,7 +9,10 @@ from workflows.commands.compare import add_grid_arguments, run_grid
 from workflows.compare import CompareSpec
 from workflows.embedded import build_default_dataset
 
-HELP = "build the embedded dataset, pretrain its dynamics model and compare model-based vs model-free learners (small budget)"
+HELP = (
+    "build the embedded dataset, pretrain its dynamics model and compare "
+    "model-based vs model-free learners (small budget)"
+)
 
 ALGOS = ["mopo", "iql", "td3bc", "bc"]
 STEPS = 5000
@@ -23,7 +26,11 @@ OVERRIDES = ["trainer.eval_every=1000", "trainer.eval_episodes=5"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", default=None, help="compare folder name (default: quickstart, or quickstart-<N>steps with --steps N; re-running resumes it)")
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="compare folder name (default: quickstart, or quickstart-<N>steps with --steps N; re-running resumes it)",
+    )
     add_grid_arguments(parser, steps=STEPS, seeds=SEEDS, algos=ALGOS, workers=WORKERS)
 
 

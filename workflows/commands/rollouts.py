@@ -19,11 +19,15 @@ READ_ROWS = 1_000_000
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="rollouts_command", metavar="COMMAND", required=True)
-    inspect = commands.add_parser("inspect", help="size, provenance, per-generation counts, reward and uncertainty histograms")
+    inspect = commands.add_parser(
+        "inspect", help="size, provenance, per-generation counts, reward and uncertainty histograms"
+    )
     inspect.add_argument("path", help="a rollout store: local folder or fsspec URL (e.g. runs/<run>/rollouts.zarr)")
     inspect.add_argument("--plot", metavar="PNG", help="also write the histograms to this PNG file")
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
-    inspect.add_argument("--last", type=int, metavar="N", help="histograms over the last N generations only (default: all)")
+    inspect.add_argument(
+        "--last", type=int, metavar="N", help="histograms over the last N generations only (default: all)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,8 +64,14 @@ def summarize(store, last: int | None = None) -> dict[str, Any]:
         "mean_rollout_length": (stop - start) / starts if starts else 0.0,
         "terminal_fraction": float(merged["terminals"].mean()) if stop > start else 0.0,
         "provenance": store.metadata,
-        "per_generation": [{k: g[k] for k in ("number", "policy_step")} | {"rows": g["stop"] - g["start"]} for g in generations],
-        "histograms": {name.split("/")[-1]: histogram(merged[name]) for name in columns if name not in ("terminals", "step_indices")},
+        "per_generation": [
+            {k: g[k] for k in ("number", "policy_step")} | {"rows": g["stop"] - g["start"]} for g in generations
+        ],
+        "histograms": {
+            name.split("/")[-1]: histogram(merged[name])
+            for name in columns
+            if name not in ("terminals", "step_indices")
+        },
     }
 
 
@@ -94,16 +104,20 @@ def format_summary(summary: dict[str, Any]) -> str:
     size = summary["bytes_on_disk"]
     lines = [
         f"rollout store {summary['path']}",
-        f"  rows {summary['committed_rows']:,} in {summary['generations']} generation(s)" + (f", {size / 2**20:.1f} MiB on disk" if size is not None else ""),
+        f"  rows {summary['committed_rows']:,} in {summary['generations']} generation(s)"
+        + (f", {size / 2**20:.1f} MiB on disk" if size is not None else ""),
         f"  summarized: last {summary['summarized_generations']} generation(s), {summary['rows_summarized']:,} rows, "
-        f"mean rollout length {summary['mean_rollout_length']:.2f}, terminal fraction {summary['terminal_fraction']:.3f}",
+        f"mean rollout length {summary['mean_rollout_length']:.2f}, terminal fraction "
+        f"{summary['terminal_fraction']:.3f}",
         "provenance:",
     ]
     lines += [f"  {key}: {value}" for key, value in sorted(summary["provenance"].items())]
     if summary["per_generation"]:
         steps = [g["policy_step"] for g in summary["per_generation"]]
         rows = [g["rows"] for g in summary["per_generation"]]
-        lines.append(f"generations: policy steps {steps[0]}..{steps[-1]}, rows per generation {min(rows):,}..{max(rows):,}")
+        lines.append(
+            f"generations: policy steps {steps[0]}..{steps[-1]}, rows per generation {min(rows):,}..{max(rows):,}"
+        )
     for name, hist in summary["histograms"].items():
         lines += text_histogram(name, hist)
     return "\n".join(lines)
@@ -130,7 +144,9 @@ def plot_histograms(summary: dict[str, Any], path: str) -> None:
         axis.set_title(name)
         axis.set_xlabel("value")
     axes[0][0].set_ylabel("rows")
-    figure.suptitle(f"{summary['path']}: {summary['rows_summarized']:,} rows, {summary['summarized_generations']} generation(s)")
+    figure.suptitle(
+        f"{summary['path']}: {summary['rows_summarized']:,} rows, {summary['summarized_generations']} generation(s)"
+    )
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

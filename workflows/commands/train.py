@@ -13,17 +13,34 @@ HELP = "train one learner (model-free or model-based) on a Minari dataset"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algo", required=True, help="bc, td3bc, iql, awac, cql, sac, mopo, morel or combo")
-    parser.add_argument("--dataset", required=True, help="Minari dataset id (local under MINARI_DATASETS_PATH, else downloaded)")
+    parser.add_argument(
+        "--dataset", required=True, help="Minari dataset id (local under MINARI_DATASETS_PATH, else downloaded)"
+    )
     parser.add_argument("--steps", type=int, default=None, help="gradient updates (default: configs/trainer.yaml, 1M)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value: expectile=0.5 (learner section), trainer.eval_every=2000, rollouts.horizon=1; repeatable")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=(
+            "override a config value: expectile=0.5 (learner section), trainer.eval_every=2000, "
+            "rollouts.horizon=1; repeatable"
+        ),
+    )
     parser.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
     parser.add_argument("--name", default=None, help="run folder name (default: <algo>-<dataset>-s<seed>-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run --name from its last checkpoint")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--dynamics-store", default=None, help="dynamics artifact folder (default: MBRL_DYNAMICS_STORE or the user cache)")
-    parser.add_argument("--rollouts", default=None, help="model-based: an existing rollouts.zarr to reuse (e.g. with another penalty)")
+    parser.add_argument(
+        "--dynamics-store",
+        default=None,
+        help="dynamics artifact folder (default: MBRL_DYNAMICS_STORE or the user cache)",
+    )
+    parser.add_argument(
+        "--rollouts", default=None, help="model-based: an existing rollouts.zarr to reuse (e.g. with another penalty)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -45,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     final = read_eval(run_dir)["final"]
-    score = f", normalized score {final['normalized_score']:.1f}" if final.get("normalized_score") is not None else " (no reference scores in the dataset)"
+    score = (
+        f", normalized score {final['normalized_score']:.1f}"
+        if final.get("normalized_score") is not None
+        else " (no reference scores in the dataset)"
+    )
     print(f"run: {run_dir}\nfinal return {final['return_mean']:.1f} ± {final['return_std']:.1f}{score}")
     return 0

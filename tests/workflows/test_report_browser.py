@@ -23,21 +23,38 @@ GRID = {
 DATASET = "toy/pendulum/mixed-v0"
 
 
-def fabricate_run(folder: Path, algo: str, dataset_id: str, seed: int, model_based: bool, final: float, refs: bool = True) -> Path:
+def fabricate_run(
+    folder: Path, algo: str, dataset_id: str, seed: int, model_based: bool, final: float, refs: bool = True
+) -> Path:
     """A finished run folder whose history climbs to ``final``, with its best evaluation 10 points above it mid-way."""
     run_dir = folder / "runs" / f"{algo}-{dataset_id.replace('/', '_')}-s{seed}"
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text(f"algo: {algo}\n")
 
     def point(step: int, score: float) -> dict:
-        return {"step": step, "return_mean": 10.0 * score, "return_std": 1.0, "normalized_score": score if refs else None, "episodes": 5}
+        return {
+            "step": step,
+            "return_mean": 10.0 * score,
+            "return_std": 1.0,
+            "normalized_score": score if refs else None,
+            "episodes": 5,
+        }
 
     history = [point(0, 0.0), point(500, final + 10.0), point(1000, final)]
     evaluation = {
-        "algo": algo, "dataset_id": dataset_id, "seed": seed, "steps": 1000, "model_based": model_based,
-        "final": history[-1], "best": history[1], "history": history,
-        "train_seconds": 100.0 + seed, "updates_per_second": 12.0,
-        "dynamics": {"key": "toy-dynamics", "reused": seed > 0, "pretrain_seconds": 30.0 if seed == 0 else 0.1} if model_based else None,
+        "algo": algo,
+        "dataset_id": dataset_id,
+        "seed": seed,
+        "steps": 1000,
+        "model_based": model_based,
+        "final": history[-1],
+        "best": history[1],
+        "history": history,
+        "train_seconds": 100.0 + seed,
+        "updates_per_second": 12.0,
+        "dynamics": {"key": "toy-dynamics", "reused": seed > 0, "pretrain_seconds": 30.0 if seed == 0 else 0.1}
+        if model_based
+        else None,
         "finished": True,
     }
     (run_dir / "eval.json").write_text(json.dumps(evaluation))
@@ -123,8 +140,17 @@ def chromium() -> str | None:
 
 
 def headless(*arguments: str, profile: Path) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", f"--user-data-dir={profile}", "--hide-scrollbars"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--hide-scrollbars",
+    ]
     return subprocess.run([chromium(), *flags, *arguments], capture_output=True, text=True, timeout=90)
 
 

@@ -20,7 +20,9 @@ from mbrl_core.errors import ConfigError
 
 
 def small_ensemble(**kwargs) -> GaussianEnsemble:
-    options = dict(input_dim=4, target_dim=3, ensemble_size=3, hidden_dim=8, hidden_layers=2, weight_decays=(1e-3, 2e-3, 3e-3))
+    options = dict(
+        input_dim=4, target_dim=3, ensemble_size=3, hidden_dim=8, hidden_layers=2, weight_decays=(1e-3, 2e-3, 3e-3)
+    )
     return GaussianEnsemble(**{**options, **kwargs})
 
 
@@ -120,7 +122,9 @@ def test_holdout_is_capped_and_made_of_contiguous_episode_segments(linear_episod
         s = split.obs_dim
         # consecutive rows of a segment chain: next obs of one row = obs of the following row
         following = split.holdout_inputs[start + 1 : start + length, :s]
-        chained = split.holdout_inputs[start : start + length - 1, :s] + split.holdout_targets[start : start + length - 1, :s]
+        chained = (
+            split.holdout_inputs[start : start + length - 1, :s] + split.holdout_targets[start : start + length - 1, :s]
+        )
         torch.testing.assert_close(following, chained)
     all_inputs = torch.cat([split.train_inputs, split.holdout_inputs])
     assert torch.unique(all_inputs, dim=0).shape[0] == len(linear_episodes)

@@ -67,8 +67,24 @@ def test_family_verdict_ties_wins_and_separation():
     from workflows.stats import Estimate
 
     def cell(model_based: bool, mean: float, low: float, high: float) -> CellSummary:
-        return CellSummary("d", "mopo" if model_based else "iql", model_based, (), mean, 0.0, Estimate(mean, low, high), mean, 0.0, 1.0, 1.0)
+        return CellSummary(
+            "d",
+            "mopo" if model_based else "iql",
+            model_based,
+            (),
+            mean,
+            0.0,
+            Estimate(mean, low, high),
+            mean,
+            0.0,
+            1.0,
+            1.0,
+        )
 
     assert verdict(cell(True, 100.0, 100.0, 100.0), cell(False, 100.0, 100.0, 100.0)) == "tied"
-    assert verdict(cell(True, 80.0, 75.0, 85.0), cell(False, 50.0, 40.0, 60.0)) == "model-based ahead (CIs do not overlap)"
-    assert verdict(cell(True, 50.0, 40.0, 70.0), cell(False, 60.0, 45.0, 75.0)).startswith("model-free ahead (CIs overlap")
+    assert (
+        verdict(cell(True, 80.0, 75.0, 85.0), cell(False, 50.0, 40.0, 60.0)) == "model-based ahead (CIs do not overlap)"
+    )
+    assert verdict(cell(True, 50.0, 40.0, 70.0), cell(False, 60.0, 45.0, 75.0)).startswith(
+        "model-free ahead (CIs overlap"
+    )

@@ -49,7 +49,9 @@ def service(small_data, store) -> DynamicsService:
 
 @pytest.fixture(scope="module")
 def server(service):
-    server = DynamicsServer(service, ServeConfig(host=LOOPBACK, port=0, max_request_rows=MAX_ROWS, max_wait_ms=1.0)).start()
+    server = DynamicsServer(
+        service, ServeConfig(host=LOOPBACK, port=0, max_request_rows=MAX_ROWS, max_wait_ms=1.0)
+    ).start()
     yield server
     server.stop()
 
@@ -63,7 +65,9 @@ def client(server):
 def post(url: str, payload, content_type: str = "application/json", headers: dict | None = None) -> tuple[int, dict]:
     """A raw urllib POST: (status, decoded JSON body) for success and HTTP errors alike."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type, **(headers or {})}, method="POST")
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": content_type, **(headers or {})}, method="POST"
+    )
     return _open(request)
 
 
@@ -123,7 +127,10 @@ def test_raw_http_predictions_equal_the_in_process_ones(server, service, small_d
     assert torch.equal(torch.tensor(answer["terminals"]), local.terminals)
     status, answer = post(server.url + "/v1/step", {"observations": obs.tolist(), "actions": act.tolist(), "seed": 3})
     assert status == 200
-    assert torch.equal(torch.tensor(answer["next_observations"]), service.step(obs, act, torch.Generator().manual_seed(3)).next_observations)
+    assert torch.equal(
+        torch.tensor(answer["next_observations"]),
+        service.step(obs, act, torch.Generator().manual_seed(3)).next_observations,
+    )
 
 
 def test_client_splits_more_rows_than_the_server_takes(client, service, small_data):
@@ -132,7 +139,9 @@ def test_client_splits_more_rows_than_the_server_takes(client, service, small_da
     for field in ("next_observations", "rewards", "member_means", "member_stds"):
         assert torch.allclose(getattr(local, field), getattr(remote, field), atol=1e-6), field
     first, again = (client.step(obs, act, torch.Generator().manual_seed(2)) for _ in range(2))
-    assert first.next_observations.shape == (2 * MAX_ROWS + 10, 4) and torch.equal(first.next_observations, again.next_observations)
+    assert first.next_observations.shape == (2 * MAX_ROWS + 10, 4) and torch.equal(
+        first.next_observations, again.next_observations
+    )
     with pytest.raises(MbrlError, match=f"explicit seed must fit one request \\({MAX_ROWS} rows\\)"):
         client.step(obs, act, seed=1)
 
@@ -171,33 +180,154 @@ BAD_REQUESTS = [
     # (name, path, body builder(data) -> bytes or JSON-able, content type, status, reason pattern)
     ("bad json", "/v1/predict", lambda d: b'{"observations": [[0, 0', "application/json", 400, "not valid JSON"),
     ("not an object", "/v1/predict", lambda d: [1, 2], "application/json", 400, "must be a JSON object"),
-    ("wrong content type", "/v1/predict", lambda d: _valid(d), "text/plain", 415, "Content-Type must be application/json"),
-    ("missing actions", "/v1/predict", lambda d: {"observations": [[0.0] * 4]}, "application/json", 400, "missing field 'actions'"),
-    ("wrong obs width", "/v1/predict", lambda d: {**_valid(d), "observations": [[0.0] * 3] * 2}, "application/json", 400,
-     r"observations must have shape \[rows, 4\], got \[2, 3\]"),
-    ("one-dimensional", "/v1/predict", lambda d: {**_valid(d, 1), "observations": [0.0] * 4}, "application/json", 400, r"got \[4\]"),
-    ("three-dimensional", "/v1/predict", lambda d: {**_valid(d, 1), "actions": [[[0.0]]]}, "application/json", 400, r"got \[1, 1, 1\]"),
-    ("ragged rows", "/v1/predict", lambda d: {**_valid(d), "observations": [[0.0] * 4, [0.0] * 3]}, "application/json", 400, "rows of 4 numbers"),
-    ("strings", "/v1/predict", lambda d: {**_valid(d, 1), "actions": [["0.5"]]}, "application/json", 400, "numbers only"),
-    ("nan", "/v1/predict", lambda d: b'{"observations": [[0,0,0,0],[0,NaN,0,0]], "actions": [[0],[0]]}', "application/json", 400,
-     "observations row 1 contains NaN or infinity"),
-    ("infinity", "/v1/step", lambda d: {**_valid(d), "actions": [[0.0], [1e999]], "seed": 0}, "application/json", 400, "actions row 1"),
-    ("beyond float32", "/v1/predict", lambda d: {**_valid(d, 1), "actions": [[1e39]]}, "application/json", 400, "actions row 0"),
-    ("row counts differ", "/v1/predict", lambda d: {**_valid(d, 3), "actions": [[0.0]]}, "application/json", 400, "3 rows but actions has 1"),
+    (
+        "wrong content type",
+        "/v1/predict",
+        lambda d: _valid(d),
+        "text/plain",
+        415,
+        "Content-Type must be application/json",
+    ),
+    (
+        "missing actions",
+        "/v1/predict",
+        lambda d: {"observations": [[0.0] * 4]},
+        "application/json",
+        400,
+        "missing field 'actions'",
+    ),
+    (
+        "wrong obs width",
+        "/v1/predict",
+        lambda d: {**_valid(d), "observations": [[0.0] * 3] * 2},
+        "application/json",
+        400,
+        r"observations must have shape \[rows, 4\], got \[2, 3\]",
+    ),
+    (
+        "one-dimensional",
+        "/v1/predict",
+        lambda d: {**_valid(d, 1), "observations": [0.0] * 4},
+        "application/json",
+        400,
+        r"got \[4\]",
+    ),
+    (
+        "three-dimensional",
+        "/v1/predict",
+        lambda d: {**_valid(d, 1), "actions": [[[0.0]]]},
+        "application/json",
+        400,
+        r"got \[1, 1, 1\]",
+    ),
+    (
+        "ragged rows",
+        "/v1/predict",
+        lambda d: {**_valid(d), "observations": [[0.0] * 4, [0.0] * 3]},
+        "application/json",
+        400,
+        "rows of 4 numbers",
+    ),
+    (
+        "strings",
+        "/v1/predict",
+        lambda d: {**_valid(d, 1), "actions": [["0.5"]]},
+        "application/json",
+        400,
+        "numbers only",
+    ),
+    (
+        "nan",
+        "/v1/predict",
+        lambda d: b'{"observations": [[0,0,0,0],[0,NaN,0,0]], "actions": [[0],[0]]}',
+        "application/json",
+        400,
+        "observations row 1 contains NaN or infinity",
+    ),
+    (
+        "infinity",
+        "/v1/step",
+        lambda d: {**_valid(d), "actions": [[0.0], [1e999]], "seed": 0},
+        "application/json",
+        400,
+        "actions row 1",
+    ),
+    (
+        "beyond float32",
+        "/v1/predict",
+        lambda d: {**_valid(d, 1), "actions": [[1e39]]},
+        "application/json",
+        400,
+        "actions row 0",
+    ),
+    (
+        "row counts differ",
+        "/v1/predict",
+        lambda d: {**_valid(d, 3), "actions": [[0.0]]},
+        "application/json",
+        400,
+        "3 rows but actions has 1",
+    ),
     ("empty", "/v1/predict", lambda d: {"observations": [], "actions": []}, "application/json", 400, "non-empty list"),
-    ("too many rows", "/v1/predict", lambda d: _valid(d, MAX_ROWS + 1), "application/json", 413, f"limit of {MAX_ROWS}"),
-    ("unknown field", "/v1/predict", lambda d: {**_valid(d), "seed": 1}, "application/json", 400, "unknown field.*seed"),
-    ("per_member not bool", "/v1/predict", lambda d: {**_valid(d), "per_member": "yes"}, "application/json", 400, "per_member"),
+    (
+        "too many rows",
+        "/v1/predict",
+        lambda d: _valid(d, MAX_ROWS + 1),
+        "application/json",
+        413,
+        f"limit of {MAX_ROWS}",
+    ),
+    (
+        "unknown field",
+        "/v1/predict",
+        lambda d: {**_valid(d), "seed": 1},
+        "application/json",
+        400,
+        "unknown field.*seed",
+    ),
+    (
+        "per_member not bool",
+        "/v1/predict",
+        lambda d: {**_valid(d), "per_member": "yes"},
+        "application/json",
+        400,
+        "per_member",
+    ),
     ("step without seed", "/v1/step", lambda d: _valid(d), "application/json", 400, "missing field 'seed'"),
-    ("negative seed", "/v1/step", lambda d: {**_valid(d), "seed": -1}, "application/json", 400, "seed must be an integer"),
-    ("float seed", "/v1/step", lambda d: {**_valid(d), "seed": 1.5}, "application/json", 400, "seed must be an integer"),
-    ("bool seed", "/v1/step", lambda d: {**_valid(d), "seed": True}, "application/json", 400, "seed must be an integer"),
+    (
+        "negative seed",
+        "/v1/step",
+        lambda d: {**_valid(d), "seed": -1},
+        "application/json",
+        400,
+        "seed must be an integer",
+    ),
+    (
+        "float seed",
+        "/v1/step",
+        lambda d: {**_valid(d), "seed": 1.5},
+        "application/json",
+        400,
+        "seed must be an integer",
+    ),
+    (
+        "bool seed",
+        "/v1/step",
+        lambda d: {**_valid(d), "seed": True},
+        "application/json",
+        400,
+        "seed must be an integer",
+    ),
     ("unknown path", "/v1/nope", lambda d: _valid(d), "application/json", 404, "no endpoint /v1/nope"),
 ]
 
 
-@pytest.mark.parametrize("name, path, build, content_type, status, reason", BAD_REQUESTS, ids=[case[0] for case in BAD_REQUESTS])
-def test_every_bad_request_is_a_4xx_and_the_server_keeps_answering(server, client, small_data, name, path, build, content_type, status, reason):
+@pytest.mark.parametrize(
+    "name, path, build, content_type, status, reason", BAD_REQUESTS, ids=[case[0] for case in BAD_REQUESTS]
+)
+def test_every_bad_request_is_a_4xx_and_the_server_keeps_answering(
+    server, client, small_data, name, path, build, content_type, status, reason
+):
     got, answer = post(server.url + path, build(small_data), content_type)
     assert got == status and list(answer) == ["error"]
     assert "\n" not in answer["error"]
@@ -209,8 +339,16 @@ def test_transport_refusals_are_4xx_too(server, client, small_data):
     assert get(server.url + "/v1/predict")[0] == 405
     host, port = LOOPBACK, server.server_address[1]
     # a body announced larger than the limit is refused before it is read
-    assert _raw(host, port, b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\n\r\n{}").startswith(b"HTTP/1.1 413")
-    chunked = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    assert _raw(
+        host,
+        port,
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+        b"999999999\r\n\r\n{}",
+    ).startswith(b"HTTP/1.1 413")
+    chunked = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    )
     assert _raw(host, port, chunked).startswith(b"HTTP/1.1 411")
     assert _raw(host, port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
     # the client turns a refusal into one clear error
@@ -232,7 +370,9 @@ def test_token_is_required_except_for_health(service, small_data):
         assert get(server.url + "/health")[0] == 200
         assert get(server.url + "/v1/info")[0] == 401
         assert get(server.url + "/v1/info", {"Authorization": "Bearer wrong"})[0] == 401
-        assert post(server.url + "/v1/predict", _valid(small_data), headers={"Authorization": "Bearer s3cret"})[0] == 200
+        assert (
+            post(server.url + "/v1/predict", _valid(small_data), headers={"Authorization": "Bearer s3cret"})[0] == 200
+        )
         with pytest.raises(RemoteError, match="401 missing or wrong bearer token"):
             DynamicsClient(server.url).predict(*rows(small_data, 2))
         assert DynamicsClient(server.url, token="s3cret").predict(*rows(small_data, 2)).rewards.shape == (2,)
@@ -307,7 +447,9 @@ def test_concurrent_seeded_steps_share_forward_passes_and_each_keeps_its_own_see
         return (*rows(small_data, 3 + index, start=10 * index), 1000 * index + repeat)  # (obs, act, seed)
 
     def work(client, index: int) -> list:
-        return [client.step(obs, act, seed=seed) for obs, act, seed in (request(index, r) for r in range(requests_each))]
+        return [
+            client.step(obs, act, seed=seed) for obs, act, seed in (request(index, r) for r in range(requests_each))
+        ]
 
     answers = serve_clients(server, clients, work)
     assert len(answers) == clients and server.worker.forward_passes < clients * requests_each
@@ -343,7 +485,9 @@ def test_stop_finishes_in_flight_requests_and_closes_idle_connections(service, s
     idle = DynamicsClient(server.url)
     assert idle.health() == {"status": "ok"}  # leaves a kept-alive connection open
     answer = {}
-    in_flight = threading.Thread(target=lambda: answer.update(result=post(server.url + "/v1/predict", _valid(small_data))))
+    in_flight = threading.Thread(
+        target=lambda: answer.update(result=post(server.url + "/v1/predict", _valid(small_data)))
+    )
     in_flight.start()
     assert slow.started.wait(10)
     started = time.perf_counter()
@@ -373,9 +517,25 @@ def test_connection_limit_and_idle_timeout(service, small_data):
 
 
 def test_cli_serves_logs_each_request_and_exits_0_on_sigterm(service, store, small_data):
-    command = [sys.executable, "-m", "workflows.cli", "dynamics", "serve", service.key[:8], "--store", store,
-               "--port", "0", "--device", "cpu", "--log-level", "debug"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "workflows.cli",
+        "dynamics",
+        "serve",
+        service.key[:8],
+        "--store",
+        store,
+        "--port",
+        "0",
+        "--device",
+        "cpu",
+        "--log-level",
+        "debug",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     try:
         line = process.stdout.readline()
         assert line.startswith(f"serving dynamics model {service.key}"), line + process.stderr.read()

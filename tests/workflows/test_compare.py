@@ -26,7 +26,15 @@ SMALL = {
     "learner": {"hidden_sizes": [32, 32]},
     "trainer": {"eval_every": 25, "eval_episodes": 2, "log_every": 25, "checkpoint_every": 25},
     "rollouts": {"batch_size": 200, "refresh_every": 25, "horizon": 2},
-    "dynamics": {"ensemble_size": 3, "elites": 2, "hidden_dim": 32, "hidden_layers": 2, "weight_decays": [1e-5, 1e-5, 1e-5], "max_epochs": 3, "patience": 2},
+    "dynamics": {
+        "ensemble_size": 3,
+        "elites": 2,
+        "hidden_dim": 32,
+        "hidden_layers": 2,
+        "weight_decays": [1e-5, 1e-5, 1e-5],
+        "max_epochs": 3,
+        "patience": 2,
+    },
 }
 
 
@@ -55,7 +63,9 @@ def run_dirs(outcome, algo: str):
 def test_grid_trains_every_run(grid):
     outcome, _ = grid
     assert not outcome.failed
-    assert sorted(outcome.trained) == sorted(f"{algo}-test_invertedpendulum_noisy-v0-s{seed}" for algo in ("mopo", "bc") for seed in (0, 1))
+    assert sorted(outcome.trained) == sorted(
+        f"{algo}-test_invertedpendulum_noisy-v0-s{seed}" for algo in ("mopo", "bc") for seed in (0, 1)
+    )
     for run_dir in run_dirs(outcome, "*"):
         assert read_eval(run_dir)["steps"] == STEPS
 
@@ -76,7 +86,9 @@ def test_report_numbers_equal_the_runs_eval_files(grid, store):
         assert f"{np.mean(finals):.1f} ± {np.std(finals, ddof=1):.1f}" in markdown
         dynamics_seconds = 0.0
         if cell.model_based:
-            dynamics_seconds = DynamicsService.load(evaluations[0]["dynamics"]["key"], store=store).metrics["train_seconds"]
+            dynamics_seconds = DynamicsService.load(evaluations[0]["dynamics"]["key"], store=store).metrics[
+                "train_seconds"
+            ]
         assert cell.wall_seconds == pytest.approx(np.mean([e["train_seconds"] + dynamics_seconds for e in evaluations]))
     assert data.dynamics[0].metrics["within_1_sigma"] is not None and "holdout MSE" in markdown
     assert paths.html.exists() and all(plot.exists() for plot in paths.plots)
@@ -93,7 +105,13 @@ def test_dynamics_model_is_trained_once_per_dataset(grid, small_dataset_id, stor
         assert read_eval(run_dir)["dynamics"]["key"] == trained["key"]
         assert read_eval(run_dir)["dynamics"]["reused"] is True  # pretrained before the run started
     # Another compare on the same data (two worker processes this time) finds the model in the store.
-    other = run_compare(spec_for(small_dataset_id, "again", seeds=(0,)), runs_dir=tmp_path, workers=2, dynamics_store=store, log=lambda line: None)
+    other = run_compare(
+        spec_for(small_dataset_id, "again", seeds=(0,)),
+        runs_dir=tmp_path,
+        workers=2,
+        dynamics_store=store,
+        log=lambda line: None,
+    )
     assert not other.failed and other.dynamics[small_dataset_id] == {**trained, "was_cached": True}
     assert ArtifactStore(store).keys() == [trained["key"]]
 
@@ -111,7 +129,9 @@ def test_compare_resumes_without_redoing_finished_runs(grid, small_dataset_id, s
     never_started = "mopo-test_invertedpendulum_noisy-v0-s1"
     shutil.rmtree(runs / never_started)
 
-    again = run_compare(spec_for(small_dataset_id, "tiny"), runs_dir=runs_dir, dynamics_store=store, log=lambda line: None)
+    again = run_compare(
+        spec_for(small_dataset_id, "tiny"), runs_dir=runs_dir, dynamics_store=store, log=lambda line: None
+    )
     assert sorted(again.trained) == sorted([interrupted, never_started])
     assert len(again.skipped) == 2 and not again.failed
     for name in again.skipped:
@@ -136,7 +156,9 @@ def test_interrupted_grid_continues_where_it_stopped(small_dataset_id, store, tm
 def test_a_compare_folder_keeps_its_budget(grid, small_dataset_id, store):
     outcome, _ = grid
     runs_dir = outcome.folder.parent
-    changed = CompareSpec(name="tiny", datasets=(small_dataset_id,), algos=("bc",), seeds=(0,), steps=2 * STEPS, overrides=SMALL)
+    changed = CompareSpec(
+        name="tiny", datasets=(small_dataset_id,), algos=("bc",), seeds=(0,), steps=2 * STEPS, overrides=SMALL
+    )
     with pytest.raises(ConfigError, match="steps"):
         run_compare(changed, runs_dir=runs_dir, dynamics_store=store)
 
@@ -158,12 +180,33 @@ def test_workers_share_the_cores():
 def test_quickstart_and_report_commands(minari_root, store, tmp_path, capsys):
     from workflows.cli import main
 
-    quick = ["--algos", "bc", "--seeds", "1", "--steps", "20", "--workers", "1", "--out", str(tmp_path), "--dynamics-store", store,
-             "--set", "trainer.eval_every=10", "--set", "trainer.eval_episodes=1", "--set", "hidden_sizes=[16,16]"]
+    quick = [
+        "--algos",
+        "bc",
+        "--seeds",
+        "1",
+        "--steps",
+        "20",
+        "--workers",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--dynamics-store",
+        store,
+        "--set",
+        "trainer.eval_every=10",
+        "--set",
+        "trainer.eval_episodes=1",
+        "--set",
+        "hidden_sizes=[16,16]",
+    ]
     assert main(["quickstart", *quick]) == 0
     first = capsys.readouterr().out
     folder = tmp_path / "compare-quickstart-20steps"
-    assert "Results: mbrl/invertedpendulum/noisy-v0 (normalized score)" in first and f"report: {folder / 'report.html'}" in first
+    assert (
+        "Results: mbrl/invertedpendulum/noisy-v0 (normalized score)" in first
+        and f"report: {folder / 'report.html'}" in first
+    )
     assert main(["quickstart", *quick]) == 0  # the second time everything is found
     assert "1 of 1 runs already finished" in capsys.readouterr().out
     assert main(["report", str(folder)]) == 0

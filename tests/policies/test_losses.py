@@ -45,8 +45,13 @@ def test_cql_logsumexp_is_importance_sampled_with_log_density_corrections(temper
     terms += [q - lp for q, lp in zip(q_next, log_pi_next)]
     terms += [q - lp for q, lp in zip(q_current, log_pi_current)]
     expected = temperature * math.log(sum(math.exp(t / temperature) for t in terms))
-    t = lambda values: torch.tensor([values])  # one state, K = 2
-    value = conservative_logsumexp(t(q_random), t(q_current), t(q_next), t(log_pi_current), t(log_pi_next), act_dim, temperature)
+
+    def t(values):  # one state, K = 2
+        return torch.tensor([values])
+
+    value = conservative_logsumexp(
+        t(q_random), t(q_current), t(q_next), t(log_pi_current), t(log_pi_next), act_dim, temperature
+    )
     assert value.shape == (1,)
     assert value.item() == pytest.approx(expected, rel=1e-6)
 
@@ -78,9 +83,15 @@ def test_squashed_gaussian_log_prob_matches_change_of_variables():
 
 def tiny_context(obs_dim: int = 3, act_dim: int = 2) -> LearnerContext:
     return LearnerContext(
-        obs_dim=obs_dim, act_dim=act_dim, action_low=-torch.ones(act_dim), action_high=torch.ones(act_dim),
-        observation_normalizer=Normalizer.identity(obs_dim), total_steps=100, device=torch.device("cpu"),
-        episode_return_min=0.0, episode_return_max=10.0,
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        action_low=-torch.ones(act_dim),
+        action_high=torch.ones(act_dim),
+        observation_normalizer=Normalizer.identity(obs_dim),
+        total_steps=100,
+        device=torch.device("cpu"),
+        episode_return_min=0.0,
+        episode_return_max=10.0,
     )
 
 
@@ -89,8 +100,11 @@ def test_sac_critic_target_bootstraps_timeouts_but_not_terminals():
     learner = SAC(SACConfig(backup_entropy=False), tiny_context())
     next_observations = torch.randn(2, 3)
     batch = Batch(
-        observations=torch.randn(2, 3), actions=torch.zeros(2, 2), rewards=torch.tensor([0.5, 0.5]),
-        next_observations=next_observations, terminals=torch.tensor([1.0, 0.0]),  # row 2: a timeout
+        observations=torch.randn(2, 3),
+        actions=torch.zeros(2, 2),
+        rewards=torch.tensor([0.5, 0.5]),
+        next_observations=next_observations,
+        terminals=torch.tensor([1.0, 0.0]),  # row 2: a timeout
     )
     policy = SquashedGaussian(torch.zeros(2, 2), torch.full((2, 2), -20.0))  # deterministic a' = 0
     with torch.no_grad():
@@ -117,7 +131,14 @@ def test_cql_push_up_term_uses_only_the_selected_rows():
     observations = torch.randn(4, 3)
     policy = SquashedGaussian(torch.zeros(4, 2), torch.zeros(4, 2))
     q_data = torch.arange(8.0).view(2, 4)  # two critics, four rows
-    batch = Batch(observations, torch.zeros(4, 2), torch.zeros(4), observations, torch.zeros(4), synthetic=torch.tensor([False, False, True, True]))
+    batch = Batch(
+        observations,
+        torch.zeros(4, 2),
+        torch.zeros(4),
+        observations,
+        torch.zeros(4),
+        synthetic=torch.tensor([False, False, True, True]),
+    )
     torch.manual_seed(1)
     all_rows, _ = learner.critic_regularizer(batch, observations, q_data, policy, policy)
     learner.push_up_rows = lambda b: ~b.synthetic_mask  # COMBO: only dataset rows are pushed up

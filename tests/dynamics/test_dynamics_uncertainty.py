@@ -23,9 +23,12 @@ def test_max_std_norm_is_the_largest_member_std_norm():
 def test_max_pairwise_disagreement_matches_a_loop_over_pairs():
     torch.manual_seed(0)
     means = torch.randn(5, 7, 3)
-    expected = torch.stack([
-        max((means[i, row] - means[j, row]).norm() for i, j in itertools.combinations(range(5), 2)) for row in range(7)
-    ])
+    expected = torch.stack(
+        [
+            max((means[i, row] - means[j, row]).norm() for i, j in itertools.combinations(range(5), 2))
+            for row in range(7)
+        ]
+    )
     torch.testing.assert_close(max_pairwise_disagreement(means), expected)
 
 

@@ -39,7 +39,9 @@ def evaluate(learner, episodes: int = 3, seed: int = 123) -> float:
 def train(name: str, data, updates: int, **overrides):
     torch.manual_seed(0)
     entry = get_learner(name)
-    learner = entry.learner_cls(entry.config_cls(**overrides), LearnerContext.from_data(data, updates, torch.device("cpu")))
+    learner = entry.learner_cls(
+        entry.config_cls(**overrides), LearnerContext.from_data(data, updates, torch.device("cpu"))
+    )
     sampler = RealSampler(data, batch_size=256, seed=0)
     metrics = {}
     for _ in range(updates):

@@ -67,7 +67,9 @@ def test_resumed_training_equals_straight_training(algo, small_data, tmp_path):
 
 def test_train_run_writes_a_complete_run_folder(small_dataset_id, tmp_path):
     overrides = {"trainer": {"eval_every": 20, "log_every": 10, "eval_episodes": 2, "batch_size": 32}}
-    run_dir = train_run("bc", small_dataset_id, steps=STEPS, seed=1, overrides=overrides, runs_dir=tmp_path, progress=False)
+    run_dir = train_run(
+        "bc", small_dataset_id, steps=STEPS, seed=1, overrides=overrides, runs_dir=tmp_path, progress=False
+    )
     assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "last.pt").exists()
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     with open(run_dir / "metrics.csv") as stream:
@@ -85,8 +87,18 @@ def test_train_run_writes_a_complete_run_folder(small_dataset_id, tmp_path):
 
 
 def test_train_run_resume_continues_an_interrupted_run(small_dataset_id, tmp_path, monkeypatch):
-    overrides = {"trainer": {"eval_every": 1000, "log_every": 10, "checkpoint_every": 20, "eval_episodes": 1, "batch_size": 32}}
-    straight = train_run("iql", small_dataset_id, steps=STEPS, overrides=overrides, runs_dir=tmp_path, run_name="straight", progress=False)
+    overrides = {
+        "trainer": {"eval_every": 1000, "log_every": 10, "checkpoint_every": 20, "eval_episodes": 1, "batch_size": 32}
+    }
+    straight = train_run(
+        "iql",
+        small_dataset_id,
+        steps=STEPS,
+        overrides=overrides,
+        runs_dir=tmp_path,
+        run_name="straight",
+        progress=False,
+    )
 
     # A crash at update 30: the last checkpoint is the one of update 20, metrics were logged up to 30.
     original_fit, original_save = OfflineTrainer.fit, OfflineTrainer.save_checkpoint
@@ -102,11 +114,21 @@ def test_train_run_resume_continues_an_interrupted_run(small_dataset_id, tmp_pat
     monkeypatch.setattr(OfflineTrainer, "fit", killed_fit)
     monkeypatch.setattr(OfflineTrainer, "save_checkpoint", save_up_to_20)
     with pytest.raises(KeyboardInterrupt):
-        train_run("iql", small_dataset_id, steps=STEPS, overrides=overrides, runs_dir=tmp_path, run_name="killed", progress=False)
+        train_run(
+            "iql",
+            small_dataset_id,
+            steps=STEPS,
+            overrides=overrides,
+            runs_dir=tmp_path,
+            run_name="killed",
+            progress=False,
+        )
     assert not (tmp_path / "killed" / "eval.json").exists()
     monkeypatch.setattr(OfflineTrainer, "fit", original_fit)
     monkeypatch.setattr(OfflineTrainer, "save_checkpoint", original_save)
-    resumed = train_run("iql", small_dataset_id, steps=STEPS, runs_dir=tmp_path, run_name="killed", resume=True, progress=False)
+    resumed = train_run(
+        "iql", small_dataset_id, steps=STEPS, runs_dir=tmp_path, run_name="killed", resume=True, progress=False
+    )
 
     a, b = weights(load_policy(straight)), weights(load_policy(resumed))
     assert all(torch.equal(a[name], b[name]) for name in a)

@@ -25,7 +25,10 @@ def test_scripted_controller_reaches_the_reference_max(small_data):
 
 def test_zero_policy_scores_low_and_evaluation_is_seeded(small_data):
     evaluator = Evaluator(small_data.info, episodes=4, seed=5)
-    zero = lambda obs: torch.zeros(obs.shape[0], 1)
+
+    def zero(obs):
+        return torch.zeros(obs.shape[0], 1)
+
     first, second = evaluator(zero), evaluator(zero)
     evaluator.close()
     assert first.returns == second.returns

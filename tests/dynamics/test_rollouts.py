@@ -63,7 +63,9 @@ def test_rollouts_stop_at_terminals_and_respect_the_horizon():
 def test_halting_stops_at_the_first_unknown_row_and_keeps_it():
     starts = torch.tensor([[-5.0, 0.0], [-1.5, 0.0]])
     halting = Halting("max_pairwise_disagreement", threshold=-2.5)  # unknown once s' > -2.5
-    rows = branched_rollouts(CountingModel(), zero_policy, starts, horizon=5, generator=torch.Generator(), halting=halting)
+    rows = branched_rollouts(
+        CountingModel(), zero_policy, starts, horizon=5, generator=torch.Generator(), halting=halting
+    )
     first = rows["rollout_ids"] == 0
     # -5 -> -4 -> -3 -> -2 (unknown: kept, then halted).
     assert rows["next_observations"][first][:, 0].tolist() == [-4.0, -3.0, -2.0]
@@ -121,7 +123,15 @@ def test_penalty_at_sampling_equals_penalty_at_generation(small_data, tiny_model
         )
 
     url = tmp_path / "r.zarr"
-    first = make(RolloutStore.create(url, obs_dim=small_data.obs_dim, act_dim=small_data.act_dim, uncertainty_names=list(FEATURE_NAMES), metadata={}))
+    first = make(
+        RolloutStore.create(
+            url,
+            obs_dim=small_data.obs_dim,
+            act_dim=small_data.act_dim,
+            uncertainty_names=list(FEATURE_NAMES),
+            metadata={},
+        )
+    )
     first.prepare(0, learner)
     checkpoint = first.state_dict()
     first.close()
@@ -132,7 +142,9 @@ def test_penalty_at_sampling_equals_penalty_at_generation(small_data, tiny_model
     transformed = learner.transform_batch(batch)
     synthetic = batch.synthetic
     assert synthetic.sum() == 192
-    for obs, act, reward in zip(batch.observations[synthetic], batch.actions[synthetic], transformed.rewards[synthetic]):
+    for obs, act, reward in zip(
+        batch.observations[synthetic], batch.actions[synthetic], transformed.rewards[synthetic]
+    ):
         assert reward.item() == pytest.approx(recorder.penalized[tuple(obs.tolist() + act.tolist())], abs=1e-6)
     # Real rows keep their reward.
     assert torch.equal(transformed.rewards[~synthetic], batch.rewards[~synthetic])

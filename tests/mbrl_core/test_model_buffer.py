@@ -1,4 +1,4 @@
-"""The model buffer (FIFO by generation) and the mixed sampler (real fraction, refresh cadence, replay, exact resume)."""
+"""The model buffer (FIFO by generation) and the mixed sampler (real fraction, refresh, replay, exact resume)."""
 
 from __future__ import annotations
 
@@ -91,7 +91,9 @@ def test_mixed_batch_has_the_real_fraction_and_marks_synthetic_rows(small_data):
 
 def test_refresh_cadence(small_data):
     source = CountingSource()
-    sampler = MixedSampler(RealSampler(small_data), ModelBuffer(1000, 5, "cpu"), source, batch_size=64, real_fraction=0.5, refresh_every=10)
+    sampler = MixedSampler(
+        RealSampler(small_data), ModelBuffer(1000, 5, "cpu"), source, batch_size=64, real_fraction=0.5, refresh_every=10
+    )
     for step in range(35):
         metrics = sampler.prepare(step, learner=None)
         assert bool(metrics) == (step % 10 == 0)

@@ -86,7 +86,9 @@ def test_plain_zarr_reads_it(tmp_path):
     group = zarr.open_group(str(url), mode="r")
     rows = group.attrs["committed_rows"]
     np.testing.assert_array_equal(group["observations"][:rows], generation.observations.numpy())
-    np.testing.assert_array_equal(group["uncertainty/max_std_norm"][:rows], generation.uncertainty["max_std_norm"].numpy())
+    np.testing.assert_array_equal(
+        group["uncertainty/max_std_norm"][:rows], generation.uncertainty["max_std_norm"].numpy()
+    )
     assert group["terminals"].dtype == np.bool_ and group["generations"][:rows].tolist() == [0] * rows
 
 
@@ -134,7 +136,7 @@ def test_killed_process_leaves_an_openable_store(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, sys
-        sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
         from test_rollout_store import make_generation
         from mbrl_core.rollout_store import RolloutStore
         original = RolloutStore._write_rows

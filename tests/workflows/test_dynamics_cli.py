@@ -7,7 +7,14 @@ import torch
 
 from workflows.cli import main
 
-TINY = ["ensemble_size=3", "elites=2", "hidden_dim=32", "hidden_layers=2", "weight_decays=[1.0e-5,1.0e-5,1.0e-5]", "max_epochs=3"]
+TINY = [
+    "ensemble_size=3",
+    "elites=2",
+    "hidden_dim=32",
+    "hidden_layers=2",
+    "weight_decays=[1.0e-5,1.0e-5,1.0e-5]",
+    "max_epochs=3",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +42,9 @@ def test_train_then_reuse_list_and_show(small_dataset_id, capsys, tmp_path):
     plot = tmp_path / "plot.png"
     assert main(["dynamics", "show", key[:6], "--plot", str(plot)]) == 0
     shown = capsys.readouterr().out
-    assert "InvertedPendulum-v5 healthy-state rule" in shown and "within_2_sigma" in shown and "open_loop_mse_h10" in shown
+    assert (
+        "InvertedPendulum-v5 healthy-state rule" in shown and "within_2_sigma" in shown and "open_loop_mse_h10" in shown
+    )
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -53,8 +62,15 @@ def test_unknown_env_with_terminals_learns_a_terminal_head(tmp_path):
 
     data = linear_system_data(transitions=3000)
     data.terminals = (data.next_observations[:, 0] > 1.0).float()  # a state-dependent termination
-    config = {"ensemble_size": 3, "elites": 2, "hidden_dim": 64, "hidden_layers": 2, "weight_decays": [1e-5] * 3,
-              "learning_rate": 3e-3, "max_epochs": 40}
+    config = {
+        "ensemble_size": 3,
+        "elites": 2,
+        "hidden_dim": 64,
+        "hidden_layers": 2,
+        "weight_decays": [1e-5] * 3,
+        "learning_rate": 3e-3,
+        "max_epochs": 40,
+    }
     with pytest.warns(UserWarning, match="learning a terminal head"):
         service = DynamicsService.fit(data, config, store=tmp_path, progress=False)
     assert service.termination.kind == "learned"

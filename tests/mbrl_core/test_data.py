@@ -36,7 +36,11 @@ def episode(length: int, offset: float, terminated: bool, truncated: bool) -> di
 
 
 def test_transitions_are_aligned_and_flags_follow_minari_semantics():
-    episodes = [episode(3, 0.0, terminated=True, truncated=False), episode(2, 100.0, terminated=False, truncated=True), episode(2, 200.0, terminated=True, truncated=True)]
+    episodes = [
+        episode(3, 0.0, terminated=True, truncated=False),
+        episode(2, 100.0, terminated=False, truncated=True),
+        episode(2, 200.0, terminated=True, truncated=True),
+    ]
     data = transitions_from_episodes(episodes, INFO)
     assert len(data) == 7
     # next observation of transition t is observation t + 1 of the same episode, never the next episode's first
@@ -66,10 +70,22 @@ def test_fingerprint_depends_on_content_and_is_stable_across_processes():
 
 def test_load_from_minari_round_trip(minari_root):
     episodes = [episode(4, 0.0, True, False), episode(3, 10.0, False, True)]
-    write_minari_dataset("test/roundtrip-v0", episodes, env_id="Pendulum-v1", ref_min_score=-1.0, ref_max_score=1.0, overwrite=True,
-                         observation_space=OBS_SPACE, action_space=ACT_SPACE)
+    write_minari_dataset(
+        "test/roundtrip-v0",
+        episodes,
+        env_id="Pendulum-v1",
+        ref_min_score=-1.0,
+        ref_max_score=1.0,
+        overwrite=True,
+        observation_space=OBS_SPACE,
+        action_space=ACT_SPACE,
+    )
     data = load_dataset("test/roundtrip-v0")
-    assert len(data) == 7 and data.terminals.tolist() == [0, 0, 0, 1, 0, 0, 0] and data.timeouts.tolist() == [0, 0, 0, 0, 0, 0, 1]
+    assert (
+        len(data) == 7
+        and data.terminals.tolist() == [0, 0, 0, 1, 0, 0, 0]
+        and data.timeouts.tolist() == [0, 0, 0, 0, 0, 0, 1]
+    )
     assert data.info.env_id == "Pendulum-v1"
     assert data.info.normalized_score(0.0) == pytest.approx(50.0)
     assert data.fingerprint == load_dataset("test/roundtrip-v0").fingerprint
@@ -92,7 +108,9 @@ def test_refuses_nan_and_says_how_many_and_where():
     bad = episode(3, 0.0, True, False)
     bad["observations"][2, 1] = np.nan
     bad["rewards"][0] = np.inf
-    with pytest.raises(DatasetError, match=r"1 in observations \(first at transition 2\).*1 in rewards \(first at transition 0\)"):
+    with pytest.raises(
+        DatasetError, match=r"1 in observations \(first at transition 2\).*1 in rewards \(first at transition 0\)"
+    ):
         transitions_from_episodes([bad], INFO)
 
 
@@ -111,13 +129,21 @@ def test_refuses_non_box_spaces(minari_root):
         observation, *_ = env.step(0)
         observations.append(observation)
         actions.append(0)
-    ep = {"observations": np.array(observations), "actions": np.array(actions), "rewards": np.ones(3), "terminations": np.zeros(3, bool), "truncations": np.array([0, 0, 1], bool)}
+    ep = {
+        "observations": np.array(observations),
+        "actions": np.array(actions),
+        "rewards": np.ones(3),
+        "terminations": np.zeros(3, bool),
+        "truncations": np.array([0, 0, 1], bool),
+    }
     import minari
     from minari.data_collector import EpisodeBuffer
 
     if "test/discrete-v0" in minari.list_local_datasets():
         minari.delete_dataset("test/discrete-v0")
-    minari.create_dataset_from_buffers("test/discrete-v0", [EpisodeBuffer(id=0, infos={}, **ep)], env="CartPole-v1", algorithm_name="x")
+    minari.create_dataset_from_buffers(
+        "test/discrete-v0", [EpisodeBuffer(id=0, infos={}, **ep)], env="CartPole-v1", algorithm_name="x"
+    )
     with pytest.raises(DatasetError, match="action space Discrete is not supported"):
         load_dataset("test/discrete-v0")
 

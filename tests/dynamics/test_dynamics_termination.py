@@ -1,4 +1,4 @@
-"""Termination rules: hand cases, agreement with the gymnasium v5 envs, env-spec kwargs, and the unknown-env fallback."""
+"""Termination rules: hand cases, agreement with the gymnasium v5 envs, env-spec kwargs, the unknown-env fallback."""
 
 from __future__ import annotations
 
@@ -21,15 +21,31 @@ def terminal(env_id: str, *observations, spec_kwargs=None) -> list[float]:
 def test_hopper_hand_cases():
     healthy = [1.25, 0.0] + [0.0] * 9
     assert terminal("Hopper-v5", healthy) == [0.0]
-    assert terminal("Hopper-v5", [0.69] + healthy[1:], [1.25, 0.21] + healthy[2:], [1.25, -0.21] + healthy[2:]) == [1.0, 1.0, 1.0]
+    assert terminal("Hopper-v5", [0.69] + healthy[1:], [1.25, 0.21] + healthy[2:], [1.25, -0.21] + healthy[2:]) == [
+        1.0,
+        1.0,
+        1.0,
+    ]
     assert terminal("Hopper-v5", healthy[:10] + [100.5], healthy[:10] + [99.0]) == [1.0, 0.0]
 
 
 def test_walker2d_ant_pendulum_hand_cases():
-    assert terminal("Walker2d-v5", [1.2, 0.5] + [0.0] * 15, [0.79, 0.0] + [0.0] * 15, [2.01, 0.0] + [0.0] * 15, [1.2, -1.01] + [0.0] * 15) == [0, 1, 1, 1]
+    assert terminal(
+        "Walker2d-v5",
+        [1.2, 0.5] + [0.0] * 15,
+        [0.79, 0.0] + [0.0] * 15,
+        [2.01, 0.0] + [0.0] * 15,
+        [1.2, -1.01] + [0.0] * 15,
+    ) == [0, 1, 1, 1]
     ant = [0.0] * 105
-    assert terminal("Ant-v5", [0.2] + ant[1:], [1.0] + ant[1:], [0.19] + ant[1:], [1.01] + ant[1:], [0.5, math.nan] + ant[2:]) == [0, 0, 1, 1, 1]
-    assert terminal("InvertedPendulum-v5", [0.0, 0.2, 0.0, 0.0], [0.0, -0.21, 0.0, 0.0], [math.inf, 0.0, 0.0, 0.0]) == [0, 1, 1]
+    assert terminal(
+        "Ant-v5", [0.2] + ant[1:], [1.0] + ant[1:], [0.19] + ant[1:], [1.01] + ant[1:], [0.5, math.nan] + ant[2:]
+    ) == [0, 0, 1, 1, 1]
+    assert terminal("InvertedPendulum-v5", [0.0, 0.2, 0.0, 0.0], [0.0, -0.21, 0.0, 0.0], [math.inf, 0.0, 0.0, 0.0]) == [
+        0,
+        1,
+        1,
+    ]
     assert terminal("Humanoid-v5", [1.4] + [0.0] * 347, [0.99] + [0.0] * 347) == [0, 1]
 
 
@@ -43,8 +59,12 @@ def test_env_spec_kwargs_override_the_defaults():
     assert terminal("Hopper-v5", [0.6, 0.0] + [0.0] * 9, spec_kwargs={"healthy_z_range": [0.5, 2.0]}) == [0.0]
     assert rule_for_env("Hopper-v5", json.dumps({"kwargs": {"terminate_when_unhealthy": False}})).kind == "never"
     # with the x position in the observation, z and the angle move one place right
-    assert terminal("Walker2d-v5", [50.0, 1.2, 0.5] + [0.0] * 15, [50.0, 0.5, 0.0] + [0.0] * 15,
-                    spec_kwargs={"exclude_current_positions_from_observation": False}) == [0.0, 1.0]
+    assert terminal(
+        "Walker2d-v5",
+        [50.0, 1.2, 0.5] + [0.0] * 15,
+        [50.0, 0.5, 0.0] + [0.0] * 15,
+        spec_kwargs={"exclude_current_positions_from_observation": False},
+    ) == [0.0, 1.0]
 
 
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "Ant-v5", "InvertedPendulum-v5"])

@@ -44,7 +44,12 @@ def test_planted_problems_are_each_reported(planted_dataset_id):
     assert s["actions_out_of_range"]["max_excess"] == pytest.approx(4.5)
     assert [row["constant"] for row in s["observations"]] == [i == CONSTANT_DIM for i in range(4)]
     text = "\n".join(report.warnings)
-    for expected in ("NaN/inf values in observations", "1 actions outside the action space", f"constant observations dimensions [{CONSTANT_DIM}]", "no reference scores"):
+    for expected in (
+        "NaN/inf values in observations",
+        "1 actions outside the action space",
+        f"constant observations dimensions [{CONSTANT_DIM}]",
+        "no reference scores",
+    ):
         assert expected in text
     assert "fewer than" not in text  # 3,000 transitions is enough
 
@@ -81,7 +86,14 @@ def test_small_dataset_warns(minari_root):
     from mbrl_core.minari_writer import write_minari_dataset
     from workflows.embedded import collect_episodes
 
-    write_minari_dataset("test/planted/tiny-v0", collect_episodes(200, seed=2), env_id="InvertedPendulum-v5", ref_min_score=0.0, ref_max_score=1000.0, overwrite=True)
+    write_minari_dataset(
+        "test/planted/tiny-v0",
+        collect_episodes(200, seed=2),
+        env_id="InvertedPendulum-v5",
+        ref_min_score=0.0,
+        ref_max_score=1000.0,
+        overwrite=True,
+    )
     warnings = inspect_dataset("test/planted/tiny-v0").warnings
     assert len(warnings) == 1 and "only 200 transitions" in warnings[0]
 

@@ -34,8 +34,9 @@ TINY = dict(
     device="cpu",
 )
 TINY_FLAGS = [
-    "--env", "InvertedPendulum-v5", "--sac-steps", "600", "--warmup-steps", "200", "--batch-size", "64", "--checkpoint-every", "200",
-    "--eval-episodes", "3", "--random-transitions", "400", "--medium-transitions", "300", "--expert-transitions", "500", "--device", "cpu",
+    "--env", "InvertedPendulum-v5", "--sac-steps", "600", "--warmup-steps", "200", "--batch-size", "64",
+    "--checkpoint-every", "200", "--eval-episodes", "3", "--random-transitions", "400",
+    "--medium-transitions", "300", "--expert-transitions", "500", "--device", "cpu",
 ]  # fmt: skip
 
 
@@ -49,7 +50,9 @@ def run_command(argv: list[str]) -> int:
 def full(minari_root):
     """An uninterrupted collection, run through the command line."""
     assert run_command(TINY_FLAGS + ["--name", "test/full"]) == 0
-    return collect(CollectConfig(name="test/full", **TINY), resume=True, progress=False)  # already finished: just the record
+    return collect(
+        CollectConfig(name="test/full", **TINY), resume=True, progress=False
+    )  # already finished: just the record
 
 
 def transitions(dataset_id: str):
@@ -59,7 +62,13 @@ def transitions(dataset_id: str):
 def test_all_five_datasets_load_with_minari_and_carry_refs(full):
     record = full.record
     assert full.finished and record["status"] == "finished"
-    sizes = {"random": 400, "medium": 300, "expert": 500, "medium-replay": record["medium"]["step"], "medium-expert": 800}
+    sizes = {
+        "random": 400,
+        "medium": 300,
+        "expert": 500,
+        "medium-replay": record["medium"]["step"],
+        "medium-expert": 800,
+    }
     for kind in DATASET_KINDS:
         dataset = minari.load_dataset(f"test/full/{kind}-v0")
         assert dataset.total_steps == sizes[kind], kind
@@ -77,7 +86,9 @@ def test_all_five_datasets_load_with_minari_and_carry_refs(full):
 
 def test_medium_replay_is_exactly_the_replay_buffer(minari_root, monkeypatch):
     # 600 SAC steps learn nothing, so the medium choice is forced to the middle checkpoint: the buffer goes on past it
-    monkeypatch.setattr("workflows.collect.choose_medium", lambda checkpoints, *args: {**checkpoints[1], "threshold": 0.0})
+    monkeypatch.setattr(
+        "workflows.collect.choose_medium", lambda checkpoints, *args: {**checkpoints[1], "threshold": 0.0}
+    )
     result = collect(CollectConfig(name="test/replay", **TINY), progress=False)
     medium_step = result.record["medium"]["step"]
     assert medium_step == 400 and result.replay_buffer.size == 600
@@ -106,7 +117,9 @@ def test_policy_datasets_sample_actions_inside_the_action_space(full):
 
 
 def test_medium_is_the_first_checkpoint_reaching_the_fraction():
-    checkpoints = [{"step": s, "return_mean": r} for s, r in [(10, -900.0), (20, -700.0), (30, -500.0), (40, -650.0), (50, -200.0)]]
+    checkpoints = [
+        {"step": s, "return_mean": r} for s, r in [(10, -900.0), (20, -700.0), (30, -500.0), (40, -650.0), (50, -200.0)]
+    ]
     # random -1000, expert -200: one third of the way is -1000 + 800/3 = -733.3
     medium = choose_medium(checkpoints, ref_min=-1000.0, ref_max=-200.0, fraction=1 / 3)
     assert medium["step"] == 20 and medium["threshold"] == pytest.approx(-1000 + 800 / 3)
@@ -115,7 +128,11 @@ def test_medium_is_the_first_checkpoint_reaching_the_fraction():
 
 
 def test_behaviour_warnings_say_when_medium_is_not_medium():
-    checkpoints = [{"step": 10, "return_mean": 150.0}, {"step": 20, "return_mean": 1000.0}, {"step": 30, "return_mean": 1000.0}]
+    checkpoints = [
+        {"step": 10, "return_mean": 150.0},
+        {"step": 20, "return_mean": 1000.0},
+        {"step": 30, "return_mean": 1000.0},
+    ]
     record = {"checkpoints": checkpoints, "ref_min_score": 0.0, "ref_max_score": 1000.0}
     record["medium"] = choose_medium(checkpoints, 0.0, 1000.0, 1 / 3)
     assert record["medium"]["step"] == 20
@@ -123,7 +140,10 @@ def test_behaviour_warnings_say_when_medium_is_not_medium():
     record["medium"] = choose_medium(checkpoints, 0.0, 1000.0, 0.1)  # 150 is medium enough
     assert behaviour_warnings(record, 0.1) == []
     record.update(ref_min_score=2000.0, medium=choose_medium(checkpoints, 2000.0, 1000.0, 1 / 3))
-    assert [text.split(" (")[0] for text in behaviour_warnings(record, 1 / 3)] == ["the final SAC policy", "no checkpoint before the last reached the medium threshold: medium uses the final policy"]
+    assert [text.split(" (")[0] for text in behaviour_warnings(record, 1 / 3)] == [
+        "the final SAC policy",
+        "no checkpoint before the last reached the medium threshold: medium uses the final policy",
+    ]
 
 
 def test_killed_collection_resumes_from_its_checkpoint_exactly(full):

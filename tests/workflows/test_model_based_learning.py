@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_DYNAMICS
+from tests.conftest import TINY_DYNAMICS
 
 from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
@@ -18,7 +18,12 @@ STEPS = {"mopo": 2000, "morel": 2000, "combo": 1500}
 REFRESH_EVERY = 250
 # Small networks and rollouts so each run takes seconds; refresh cadence at test scale.
 SMALL = {
-    "trainer": {"eval_every": 10_000, "eval_episodes": 5, "log_every": 500, "checkpoint_every": 10_000},  # evaluate at the end
+    "trainer": {
+        "eval_every": 10_000,
+        "eval_episodes": 5,
+        "log_every": 500,
+        "checkpoint_every": 10_000,
+    },  # evaluate at the end
     "rollouts": {"batch_size": 1000, "refresh_every": REFRESH_EVERY, "horizon": 5},
     "dynamics": TINY_DYNAMICS,
 }
@@ -41,7 +46,17 @@ def runs(tmp_path_factory, small_dataset_id, tiny_model, dynamics_store):
     folders = {}
     for algo, learner in LEARNER.items():
         overrides = {**SMALL, "learner": learner}
-        folders[algo] = train_run(algo, small_dataset_id, steps=STEPS[algo], seed=0, overrides=overrides, runs_dir=root, run_name=algo, dynamics_store=dynamics_store, progress=False)
+        folders[algo] = train_run(
+            algo,
+            small_dataset_id,
+            steps=STEPS[algo],
+            seed=0,
+            overrides=overrides,
+            runs_dir=root,
+            run_name=algo,
+            dynamics_store=dynamics_store,
+            progress=False,
+        )
     return folders
 
 
@@ -60,8 +75,23 @@ def test_learner_beats_random_and_reuses_the_dynamics_model(algo, runs, small_da
 @pytest.mark.slow
 def test_stored_rollouts_are_replayed_with_another_penalty(runs, small_dataset_id, dynamics_store, tmp_path):
     earlier = runs["mopo"] / "rollouts.zarr"
-    overrides = {**SMALL, "learner": {**LEARNER["mopo"], "penalty": 2.0}, "trainer": {**SMALL["trainer"], "eval_episodes": 1}}
-    folder = train_run("mopo", small_dataset_id, steps=500, seed=1, overrides=overrides, runs_dir=tmp_path, run_name="replay", rollouts=str(earlier), dynamics_store=dynamics_store, progress=False)
+    overrides = {
+        **SMALL,
+        "learner": {**LEARNER["mopo"], "penalty": 2.0},
+        "trainer": {**SMALL["trainer"], "eval_episodes": 1},
+    }
+    folder = train_run(
+        "mopo",
+        small_dataset_id,
+        steps=500,
+        seed=1,
+        overrides=overrides,
+        runs_dir=tmp_path,
+        run_name="replay",
+        rollouts=str(earlier),
+        dynamics_store=dynamics_store,
+        progress=False,
+    )
     assert read_eval(folder)["finished"] is True
     # Two refreshes (steps 0 and 250) came from the earlier store: this run generated nothing of its own.
     assert RolloutStore.open(folder / "rollouts.zarr").generations == []
@@ -75,7 +105,8 @@ def combo_learner(small_data, push_down_states: str) -> COMBO:
 def mixed_batch(small_data, real: int = 6, model: int = 10) -> Batch:
     rows = torch.arange(real + model)
     return Batch(
-        observations=small_data.observations[rows] + (rows >= real).float()[:, None],  # model rows shifted: recognizable
+        observations=small_data.observations[rows]
+        + (rows >= real).float()[:, None],  # model rows shifted: recognizable
         actions=small_data.actions[rows],
         rewards=small_data.rewards[rows],
         next_observations=small_data.next_observations[rows],
@@ -85,7 +116,9 @@ def mixed_batch(small_data, real: int = 6, model: int = 10) -> Batch:
     )
 
 
-@pytest.mark.parametrize("choice, expected_rows", [("mix", slice(0, 16)), ("model", slice(6, 16)), ("dataset", slice(0, 6))])
+@pytest.mark.parametrize(
+    "choice, expected_rows", [("mix", slice(0, 16)), ("model", slice(6, 16)), ("dataset", slice(0, 6))]
+)
 def test_combo_push_down_states(small_data, choice, expected_rows):
     learner = combo_learner(small_data, choice)
     batch = mixed_batch(small_data)

@@ -38,7 +38,9 @@ TINY = {
 }
 
 
-def linear_system_data(transitions: int = 6000, obs_dim: int = 3, episode_length: int = 50, seed: int = 0) -> TransitionData:
+def linear_system_data(
+    transitions: int = 6000, obs_dim: int = 3, episode_length: int = 50, seed: int = 0
+) -> TransitionData:
     """s' = s + 0.1 (A s + B a) + noise, r = c.s + d a + noise, with per-dim noise scales."""
     rng = np.random.default_rng(seed)
     a_matrix = -0.5 * np.eye(3) + 0.1 * rng.standard_normal((3, 3))
@@ -62,7 +64,9 @@ def linear_system_data(transitions: int = 6000, obs_dim: int = 3, episode_length
     )
     tensor = lambda values: torch.as_tensor(np.asarray(values), dtype=torch.float32).contiguous()  # noqa: E731
     zeros = torch.zeros(transitions)
-    return TransitionData(tensor(obs), tensor(act), tensor(rew), tensor(nxt), zeros, zeros.clone(), tensor(starts), info)
+    return TransitionData(
+        tensor(obs), tensor(act), tensor(rew), tensor(nxt), zeros, zeros.clone(), tensor(starts), info
+    )
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +115,9 @@ def test_uncertainty_is_larger_far_from_the_data(trained, linear_data):
     # MOPO's learned std is aleatoric: on this homoscedastic system nothing makes it grow off the data
     # (it extrapolates towards the learned lower bound), so only its range is checked here
     assert bool(torch.isfinite(far[MAX_STD_NORM]).all()) and bool((far[MAX_STD_NORM] > 0).all())
-    assert trained.disagreement_stats["max"] >= trained.disagreement_stats["p99"] >= trained.disagreement_stats["mean"] > 0
+    assert (
+        trained.disagreement_stats["max"] >= trained.disagreement_stats["p99"] >= trained.disagreement_stats["mean"] > 0
+    )
 
 
 def test_second_fit_is_a_cache_hit_and_a_changed_config_a_miss(trained, linear_data, store, monkeypatch):
@@ -134,7 +140,9 @@ def test_round_trip_gives_identical_predictions_and_steps(trained, linear_data, 
         assert torch.equal(first.uncertainty[name], second.uncertainty[name])
     step_a = trained.step(obs, act, torch.Generator().manual_seed(3))
     step_b = loaded.step(obs, act, torch.Generator().manual_seed(3))
-    assert torch.equal(step_a.next_observations, step_b.next_observations) and torch.equal(step_a.rewards, step_b.rewards)
+    assert torch.equal(step_a.next_observations, step_b.next_observations) and torch.equal(
+        step_a.rewards, step_b.rewards
+    )
     assert loaded.elites == trained.elites and loaded.metrics["train_seconds"] > 0
 
 
@@ -144,7 +152,11 @@ def test_step_samples_one_elite_per_row_with_the_same_uncertainty_as_predict(tra
     prediction = trained.predict(obs[:1], act[:1], per_member=True)
     elite_means = prediction.member_means[trained.elites, 0, :3]
     # every sample is near one of the elites' means (within 5 predicted sigma)
-    distance = ((step.next_observations[:, None, :] - elite_means[None]) / prediction.member_stds[trained.elites, 0, :3]).abs().amax(-1)
+    distance = (
+        ((step.next_observations[:, None, :] - elite_means[None]) / prediction.member_stds[trained.elites, 0, :3])
+        .abs()
+        .amax(-1)
+    )
     assert bool((distance.amin(dim=1) < 5).all())
     np.testing.assert_allclose(step.next_observations.mean(0), prediction.next_observations[0], atol=0.01)
     for name in FEATURE_NAMES:
@@ -173,7 +185,9 @@ def test_step_segments_equal_solo_steps_with_each_segments_own_generator(trained
 
     def one_row_at_a_time(observations, actions):
         outs = [forward(o, a) for o, a in zip(observations.split(1), actions.split(1))]
-        return EnsembleOutput(torch.cat([out.mean for out in outs], dim=1), torch.cat([out.logvar for out in outs], dim=1), None)
+        return EnsembleOutput(
+            torch.cat([out.mean for out in outs], dim=1), torch.cat([out.logvar for out in outs], dim=1), None
+        )
 
     monkeypatch.setattr(trained, "_forward", one_row_at_a_time)
     compare(exact=True)  # with a batch-invariant forward pass (no terminal head: termination 'never') it is bit for bit
@@ -203,7 +217,9 @@ def test_tampered_artifact_is_refused(trained, store, tmp_path):
 
 def test_space_mismatch_is_refused(trained):
     other = linear_system_data(transitions=200, obs_dim=2)
-    with pytest.raises(ArtifactError, match=r"does not fit dataset 'test/linear-2d-v0': observation shape \(3,\) vs \(2,\)"):
+    with pytest.raises(
+        ArtifactError, match=r"does not fit dataset 'test/linear-2d-v0': observation shape \(3,\) vs \(2,\)"
+    ):
         trained.check_compatible(other)
 
 
