@@ -153,6 +153,6 @@ def test_config_defaults_match_mopo_and_bad_values_are_refused():
 
 @pytest.fixture(scope="module")
 def linear_episodes():
-    from test_dynamics_service import linear_system_data
+    from tests.dynamics.test_dynamics_service import linear_system_data
 
     return linear_system_data(transitions=1000, episode_length=37)

@@ -56,7 +56,7 @@ def test_user_errors_are_one_line(capsys):
 
 @pytest.mark.slow
 def test_unknown_env_with_terminals_learns_a_terminal_head(tmp_path):
-    from test_dynamics_service import linear_system_data
+    from tests.dynamics.test_dynamics_service import linear_system_data
 
     from dynamics.service import DynamicsService
 
