@@ -143,7 +143,7 @@ def rule_for_env(env_id: str | None, env_spec_json: str | None = None) -> Termin
     kwargs = env_kwargs(env_spec_json)
     if kwargs.get("terminate_when_unhealthy", True) is False:
         return TerminationRule(NEVER)
-    params = {key: tuple(kwargs.get(key, default)) for key, default in HEALTHY_DEFAULTS[name].items()}
+    params: dict[str, Any] = {key: tuple(kwargs.get(key, default)) for key, default in HEALTHY_DEFAULTS[name].items()}
     positions_included = kwargs.get("exclude_current_positions_from_observation", True) is False
     params["offset"] = POSITION_DIMS[name] if positions_included else 0
     return TerminationRule(name, params)

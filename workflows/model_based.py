@@ -54,7 +54,7 @@ def prepare_model_based_run(
 ) -> ModelBasedSetup:
     """Load (or train) the dynamics model and build the mixed sampler for ``algo``'s resolved ``config``."""
     rollouts = build_config(RolloutConfig, config.get("rollouts"), f"{algo}.rollouts")
-    learner_config = build_config(get_learner(algo).config_cls, config.get("learner"), f"{algo}.learner")
+    learner_config: Any = build_config(get_learner(algo).config_cls, config.get("learner"), f"{algo}.learner")
     service = DynamicsService.fit(
         data, config.get("dynamics") or None, store=dynamics_store, retrain=retrain_dynamics
     ).to(device)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 from mbrl_core.rollout_store import RolloutStore
 
@@ -43,12 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
 def summarize(store, last: int | None = None) -> dict[str, Any]:
     """Counts, provenance and histograms of the committed rows (of the last ``last`` generations)."""
-    import numpy as np
-
     generations = store.generations[-last:] if last else store.generations
     start, stop = (generations[0]["start"], generations[-1]["stop"]) if generations else (0, 0)
     columns = ["rewards", "terminals", "step_indices"] + [f"uncertainty/{name}" for name in store.uncertainty_names]
-    values = {name: [] for name in columns}
+    values: dict[str, list[np.ndarray]] = {name: [] for name in columns}
     for begin in range(start, stop, READ_ROWS):
         for name in columns:
             values[name].append(np.asarray(store.group[name][begin : min(begin + READ_ROWS, stop)]))
@@ -76,8 +75,6 @@ def summarize(store, last: int | None = None) -> dict[str, Any]:
 
 
 def histogram(values) -> dict[str, Any]:
-    import numpy as np
-
     if values.size == 0:
         return {"count": 0}
     counts, edges = np.histogram(values, bins=BINS)
