@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from workflows.report import score_of, summarize, terminal_summary, write_report
-from workflows.stats import iqm
+from workflows.report.stats import iqm
 
 # (algo, model based, final scores per seed): the numbers every assertion is checked against.
 GRID = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workflows.stats import iqm, stratified_bootstrap_ci
+from workflows.report.stats import iqm, stratified_bootstrap_ci
 
 
 def test_iqm_drops_a_quarter_at_each_end():
@@ -64,7 +64,7 @@ def test_interval_contains_the_point_estimate():
 
 def test_family_verdict_ties_wins_and_separation():
     from workflows.report import CellSummary, verdict
-    from workflows.stats import Estimate
+    from workflows.report.stats import Estimate
 
     def cell(model_based: bool, mean: float, low: float, high: float) -> CellSummary:
         return CellSummary(
