@@ -102,7 +102,7 @@ def plot_dataset(data: ReportData, dataset_id: str, path: Path) -> Path:
     finals.invert_yaxis()
     finals.set(
         xlabel=f"final {score_unit(data, dataset_id)}",
-        title=f"final: IQM with 95% CI (hollow: < {MIN_SEEDS} seeds, no CI); x = seeds",
+        title=f"final: IQM, 95% CI (x: seeds; hollow: < {MIN_SEEDS} seeds)",
     )
     finals.grid(alpha=0.3, axis="x")
     return save(figure, path)
@@ -130,7 +130,7 @@ def plot_penalties(data: ReportData, dataset_id: str, path: Path) -> Path | None
         axes.plot(steps, mean_penalty, color=color, linestyle=":", label=f"{cell.algo}: penalty")
     axes.set(
         xlabel="gradient steps",
-        ylabel="per synthetic row (mean over seeds)",
+        ylabel="as logged (mean over seeds)",
         title=f"{dataset_id}: reward penalty vs model reward",
     )
     axes.grid(alpha=0.3)

@@ -116,7 +116,7 @@ def read_run_folders(folder: Path) -> RunFolders:
 
 def describe(error: Exception) -> str:
     if isinstance(error, json.JSONDecodeError):
-        return f"not valid JSON ({error.msg} at line {error.lineno})"
+        return "not valid JSON"
     if isinstance(error, KeyError):
         return f"no {error.args[0]} field"
     return str(error)

@@ -215,7 +215,7 @@ def penalty_table(data: ReportData) -> Table:
         "model reward (last)",
         "penalty (last)",
     )
-    return Table("Reward penalty vs model reward (model-based runs, per synthetic row)", headers, tuple(rows))
+    return Table("Reward penalty vs model reward (model-based runs, as logged in metrics.csv)", headers, tuple(rows))
 
 
 PENALTY_NOTE = (
