@@ -116,7 +116,9 @@ def headless(*arguments: str, profile: Path) -> subprocess.CompletedProcess:
         f"--user-data-dir={profile}",
         "--hide-scrollbars",
     ]
-    return subprocess.run([chromium(), *flags, *arguments], capture_output=True, text=True, timeout=90)
+    browser = chromium()
+    assert browser is not None  # the test is skipped without one
+    return subprocess.run([browser, *flags, *arguments], capture_output=True, text=True, timeout=90)
 
 
 @pytest.mark.browser
