@@ -22,7 +22,7 @@ import numpy as np
 from mbrl_core.errors import ArtifactError
 from workflows.report.more_seeds import add_seeds_command
 from workflows.report.records import RunRecord, dynamics_costs, read_run_folders, run_record
-from workflows.report.stats import Estimate, optimality_gap, stratified_bootstrap_ci
+from workflows.report.stats import Estimate, Statistic, iqm, optimality_gap, stratified_bootstrap_ci
 from workflows.report.verdict import BOOTSTRAP_SEED, MIN_SEEDS, Comparison, Learner, compare
 
 
@@ -108,13 +108,16 @@ def sample_std(values: Sequence[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
 
-def interval_if_enough(values: Sequence[float], strata: Sequence[object] | None = None, **kwargs: Any) -> Estimate:
-    """The bootstrap estimate, with NaN bounds when some stratum has fewer than MIN_SEEDS runs."""
-    estimate = stratified_bootstrap_ci(values, strata=strata, seed=BOOTSTRAP_SEED, **kwargs)
-    counts = np.unique(np.asarray(strata if strata is not None else [0] * len(values), dtype=str), return_counts=True)
-    if counts[1].min() < MIN_SEEDS:
-        return Estimate(estimate.value, math.nan, math.nan)
-    return estimate
+def interval_if_enough(
+    values: Sequence[float], strata: Sequence[object] | None = None, statistic: Statistic = iqm
+) -> Estimate:
+    """``statistic`` with its bootstrap CI; NaN bounds (no interval) when a stratum has fewer than MIN_SEEDS runs."""
+    _, runs_per_stratum = np.unique(
+        np.asarray(strata if strata is not None else [0] * len(values), dtype=str), return_counts=True
+    )
+    if runs_per_stratum.min() < MIN_SEEDS:
+        return Estimate(float(statistic(values)), math.nan, math.nan)
+    return stratified_bootstrap_ci(values, strata=strata, statistic=statistic, seed=BOOTSTRAP_SEED)
 
 
 def summarize_cell(runs: Sequence[RunRecord]) -> CellSummary:

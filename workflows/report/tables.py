@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workflows.report.summary import CellSummary, ReportData
-from workflows.report.verdict import MIN_SEEDS, Comparison, too_few_seeds
+from workflows.report.verdict import MIN_SEEDS, Comparison, too_few_seeds_verdict
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def verdict_notes(data: ReportData) -> list[str]:
 def too_few_seeds_note(data: ReportData) -> str:
     fewest = min(comparison.fewest_seeds for comparison in [*data.verdicts, *data.pairs] if comparison.too_few_seeds)
     return (
-        f"{too_few_seeds(fewest)}: add seeds to this compare folder (finished runs are kept, only the new "
+        f"{too_few_seeds_verdict(fewest)}: add seeds to this compare folder (finished runs are kept, only the new "
         f"seeds train):\n    {data.add_seeds}\n"
         f"Why no interval below {MIN_SEEDS} seeds per learner (on every dataset): with fewer, a bootstrap has "
         "almost no spread to resample; on two identical learners with 2 seeds each, a 95% interval of the gap "

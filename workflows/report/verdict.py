@@ -73,7 +73,7 @@ class Comparison:
     @property
     def verdict(self) -> str:
         if self.gap is None:
-            return too_few_seeds(self.fewest_seeds)
+            return too_few_seeds_verdict(self.fewest_seeds)
         return verdict_of(self.gap)
 
     @property
@@ -81,7 +81,7 @@ class Comparison:
         return self.gap is None
 
 
-def too_few_seeds(fewest: int) -> str:
+def too_few_seeds_verdict(fewest: int) -> str:
     return f"too few seeds to tell (n = {fewest})"
 
 
