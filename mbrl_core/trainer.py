@@ -75,7 +75,7 @@ class MetricAverager:
 class OfflineTrainer:
     """Runs ``learner`` for ``config.steps`` gradient updates on batches from ``sampler``.
 
-    ``evaluate(act, step)`` is called every ``eval_every`` updates and at the end;
+    ``evaluate(act, step)`` is called before the first update, every ``eval_every`` updates and at the end;
     ``loggers`` are Lightning loggers (``log_metrics(dict, step)``). With a
     ``run_dir``, checkpoints go to ``run_dir/checkpoints/last.pt`` atomically.
     """
@@ -146,6 +146,10 @@ class OfflineTrainer:
         self._clock_base, self._clock_start = self.state.train_seconds, time.perf_counter()
         self._log_clock = (self._clock_start, self.state.step)
         try:
+            # Learning curves start from the untrained policy. A resumed run has its step-0 point in the restored
+            # history (or is past step 0), so it is never evaluated twice.
+            if self.evaluate is not None and self.state.step == 0 and not self.state.history:
+                self._evaluate(bar, 0)
             while self.state.step < end:
                 averager.add(self.sampler.prepare(self.state.step, self.learner))
                 averager.add(self.learner.update(self.sampler.sample()))

@@ -434,4 +434,5 @@ def report_compare(folder: str | Path):
         title=record.get("name"),
         algo_order=record.get("algos", ()),
         dynamics_store=record.get("dynamics_store"),
+        grid=record or None,
     )

@@ -75,10 +75,10 @@ def test_train_run_writes_a_complete_run_folder(small_dataset_id, tmp_path):
     with open(run_dir / "metrics.csv") as stream:
         rows = list(csv.DictReader(stream))
     assert [int(r["step"]) for r in rows if r.get("train/actor_loss")] == [10, 20, 30, 40]
-    assert [int(r["step"]) for r in rows if r.get("eval/return_mean")] == [20, 40]
+    assert [int(r["step"]) for r in rows if r.get("eval/return_mean")] == [0, 20, 40]  # 0: the untrained policy
     record = read_eval(run_dir)
     assert record["finished"] and record["steps"] == STEPS and record["seed"] == 1 and record["model_based"] is False
-    assert [h["step"] for h in record["history"]] == [20, 40]
+    assert [h["step"] for h in record["history"]] == [0, 20, 40]
     assert record["final"] == record["history"][-1]
     assert record["best"]["normalized_score"] == max(h["normalized_score"] for h in record["history"])
     policy = load_policy(run_dir)
@@ -136,6 +136,9 @@ def test_train_run_resume_continues_an_interrupted_run(small_dataset_id, tmp_pat
         steps = [int(r["step"]) for r in csv.DictReader(stream) if r.get("train/updates_per_second")]
     assert steps == [10, 20, 30, 40]  # the row of update 30 was logged again, not twice
     assert json.loads((resumed / "eval.json").read_text())["steps"] == STEPS
+    # The untrained policy was evaluated once, before the crash; the resumed run did not evaluate it again.
+    assert [h["step"] for h in read_eval(resumed)["history"]] == [h["step"] for h in read_eval(straight)["history"]]
+    assert [h["step"] for h in read_eval(resumed)["history"]] == [0, STEPS]
 
 
 def test_metrics_are_averaged_over_the_steps_that_reported_them():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 import shutil
 import subprocess
@@ -12,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.workflows.fake_runs import fabricate_grid, fabricate_run
 from workflows.report import score_of, summarize, terminal_summary, write_report
-from workflows.stats import iqm
+from workflows.report.stats import iqm, probability_of_improvement
 
 # (algo, model based, final scores per seed): the numbers every assertion is checked against.
 GRID = {
@@ -23,49 +23,9 @@ GRID = {
 DATASET = "toy/pendulum/mixed-v0"
 
 
-def fabricate_run(
-    folder: Path, algo: str, dataset_id: str, seed: int, model_based: bool, final: float, refs: bool = True
-) -> Path:
-    """A finished run folder whose history climbs to ``final``, with its best evaluation 10 points above it mid-way."""
-    run_dir = folder / "runs" / f"{algo}-{dataset_id.replace('/', '_')}-s{seed}"
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(f"algo: {algo}\n")
-
-    def point(step: int, score: float) -> dict:
-        return {
-            "step": step,
-            "return_mean": 10.0 * score,
-            "return_std": 1.0,
-            "normalized_score": score if refs else None,
-            "episodes": 5,
-        }
-
-    history = [point(0, 0.0), point(500, final + 10.0), point(1000, final)]
-    evaluation = {
-        "algo": algo,
-        "dataset_id": dataset_id,
-        "seed": seed,
-        "steps": 1000,
-        "model_based": model_based,
-        "final": history[-1],
-        "best": history[1],
-        "history": history,
-        "train_seconds": 100.0 + seed,
-        "updates_per_second": 12.0,
-        "dynamics": {"key": "toy-dynamics", "reused": seed > 0, "pretrain_seconds": 30.0 if seed == 0 else 0.1}
-        if model_based
-        else None,
-        "finished": True,
-    }
-    (run_dir / "eval.json").write_text(json.dumps(evaluation))
-    return run_dir
-
-
 @pytest.fixture
 def compare_dir(tmp_path) -> Path:
-    for algo, (model_based, finals) in GRID.items():
-        for seed, final in enumerate(finals):
-            fabricate_run(tmp_path, algo, DATASET, seed, model_based, final)
+    fabricate_grid(tmp_path, GRID, DATASET)
     return tmp_path
 
 
@@ -94,11 +54,16 @@ def test_numbers_equal_the_eval_files(compare_dir):
 
 
 def test_model_based_vs_model_free_summary(compare_dir):
-    text = terminal_summary(summarize(compare_dir))
-    gap = np.mean(GRID["mopo"][1]) - np.mean(GRID["iql"][1])
-    assert f"mopo {np.mean(GRID['mopo'][1]):.1f}" in text and f"iql {np.mean(GRID['iql'][1]):.1f}" in text
-    assert f"{gap:+.1f}" in text
-    assert "CIs overlap" in text  # three noisy seeds cannot separate these two
+    data = summarize(compare_dir)
+    text = terminal_summary(data)
+    mopo, iql = GRID["mopo"][1], GRID["iql"][1]
+    assert f"mopo {np.mean(mopo):.1f}" in text and f"iql {np.mean(iql):.1f}" in text
+    (verdict,) = data.verdicts
+    assert verdict.gap is not None and verdict.gap.value == pytest.approx(np.mean(mopo) - np.mean(iql))
+    assert verdict.gap.low < 0 < verdict.gap.high  # three noisy seeds cannot separate these two
+    assert f"{verdict.gap.value:+.1f} [{verdict.gap.low:+.1f}, {verdict.gap.high:+.1f}]" in text
+    assert f"| {probability_of_improvement(mopo, iql):.2f} " in text and "| 3 vs 3 " in text
+    assert "| no clear difference |" in text
 
 
 def test_dataset_without_reference_scores_reports_raw_returns(tmp_path):
@@ -127,7 +92,7 @@ def test_html_is_self_contained_with_decodable_plots(compare_dir):
     assert len(sources) == 1 and not re.search(r"(src|href)=['\"](?!data:)", page)
     png = base64.b64decode(sources[0].removeprefix("data:image/png;base64,"))
     assert png.startswith(b"\x89PNG") and png == paths.plots[0].read_bytes()
-    assert "![toy/pendulum/mixed-v0](plots/toy_pendulum_mixed-v0.png)" in paths.markdown.read_text()
+    assert "(plots/toy_pendulum_mixed-v0.png)" in paths.markdown.read_text()
 
 
 def test_score_prefers_the_normalized_score():
@@ -151,7 +116,9 @@ def headless(*arguments: str, profile: Path) -> subprocess.CompletedProcess:
         f"--user-data-dir={profile}",
         "--hide-scrollbars",
     ]
-    return subprocess.run([chromium(), *flags, *arguments], capture_output=True, text=True, timeout=90)
+    browser = chromium()
+    assert browser is not None  # the test is skipped without one
+    return subprocess.run([browser, *flags, *arguments], capture_output=True, text=True, timeout=90)
 
 
 @pytest.mark.browser
