@@ -56,9 +56,8 @@ def test_user_errors_are_one_line(capsys):
 
 @pytest.mark.slow
 def test_unknown_env_with_terminals_learns_a_terminal_head(tmp_path):
-    from tests.dynamics.test_dynamics_service import linear_system_data
-
     from dynamics.service import DynamicsService
+    from tests.dynamics.test_dynamics_service import linear_system_data
 
     data = linear_system_data(transitions=3000)
     data.terminals = (data.next_observations[:, 0] > 1.0).float()  # a state-dependent termination

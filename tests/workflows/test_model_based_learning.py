@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.conftest import TINY_DYNAMICS
 
 from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
 from mbrl_core.rollout_store import RolloutStore
 from policies.combo import COMBO, COMBOConfig
+from tests.conftest import TINY_DYNAMICS
 from workflows.runs import read_eval, train_run
 
 # Updates per run: the SAC-based learners need a little longer than COMBO to lift Q off the random policy.
