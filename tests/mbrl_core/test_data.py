@@ -61,7 +61,7 @@ def test_fingerprint_depends_on_content_and_is_stable_across_processes():
     changed = [episode(3, 0.5, True, False)]
     assert transitions_from_episodes(changed, INFO).fingerprint != first
     code = (
-        "from tests.test_data import episode, INFO; from mbrl_core.data import transitions_from_episodes;"
+        "from tests.mbrl_core.test_data import episode, INFO; from mbrl_core.data import transitions_from_episodes;"
         "print(transitions_from_episodes([episode(3, 0.0, True, False)], INFO).fingerprint)"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
