@@ -202,7 +202,9 @@ def _refuse_broken_metrics(meta: dict[str, Any]) -> None:
     where = f"dynamics model for '{dataset['id']}' not stored: its holdout metrics are not finite ({shown})"
     if holdout == 0:
         ratio = float(meta["config"]["holdout_ratio"])
-        needed = math.ceil(1.0 / ratio) + 1
+        needed = max(1, math.ceil(1.0 / ratio) - 1)
+        while int(needed * ratio) < 1:  # the holdout is int(ratio * N) transitions
+            needed += 1
         raise ArtifactError(
             f"{where}: {dataset['transitions']} transitions leave no holdout transitions "
             f"(holdout_ratio {ratio}); at least {needed} transitions are needed, in practice thousands"
