@@ -54,7 +54,7 @@ class DatasetInfo:
 
     def normalized_score(self, episode_return: float) -> float | None:
         """100 · (R − ref_min) / (ref_max − ref_min), or None without refs."""
-        if not self.has_refs:
+        if self.ref_min_score is None or self.ref_max_score is None:
             return None
         return 100.0 * (episode_return - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
 
@@ -221,8 +221,10 @@ def transitions_from_episodes(episodes: Iterable, info: DatasetInfo) -> Transiti
     terminations, truncations) into aligned transition tensors, validating as we go."""
     arrays = as_float32(transition_arrays(episodes, info))
     check_finite(arrays, info.dataset_id)  # after the cast: a value beyond float32's range is inf from here on
-    tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
-    return TransitionData(**tensors, info=info)
+    observations, actions, rewards, next_observations, terminals, timeouts, starts = (
+        torch.from_numpy(arrays[name]) for name in FIELDS
+    )
+    return TransitionData(observations, actions, rewards, next_observations, terminals, timeouts, starts, info=info)
 
 
 def as_float32(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

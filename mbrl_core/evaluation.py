@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import gymnasium as gym
 import numpy as np
@@ -99,7 +100,8 @@ class Evaluator:
         returns = np.zeros(self.episodes)
         lengths = np.zeros(self.episodes, dtype=int)
         running = np.ones(self.episodes, dtype=bool)
-        low, high = self.envs.single_action_space.low, self.envs.single_action_space.high
+        action_space = cast(gym.spaces.Box, self.envs.single_action_space)  # Box: checked at load
+        low, high = action_space.low, action_space.high
         while running.any():
             obs = torch.as_tensor(np.asarray(observations, dtype=np.float32), device=self.device)
             actions = np.clip(act(obs).detach().cpu().numpy(), low, high)

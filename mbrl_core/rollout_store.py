@@ -38,7 +38,7 @@ import time
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -96,7 +96,7 @@ def checksum(arrays: dict[str, np.ndarray], names: list[str]) -> str:
     """CRC-32 of the rows of ``names`` in that order (what a commit records and a read checks)."""
     value = 0
     for name in names:
-        value = zlib.crc32(np.ascontiguousarray(arrays[name]).view(np.uint8).reshape(-1), value)
+        value = zlib.crc32(np.ascontiguousarray(arrays[name]).tobytes(), value)
     return f"crc32:{value:08x}"
 
 
@@ -117,11 +117,10 @@ def _refuse_existing_data(url: str | Path, storage_options: dict | None) -> None
         )
 
 
-def _open_group(url: str | Path, mode: str, storage_options: dict | None):
+def _open_group(url: str | Path, mode: Literal["r", "r+", "w"], storage_options: dict | None) -> Any:
     import zarr
 
-    options = {"storage_options": storage_options} if storage_options else {}
-    return zarr.open_group(str(url), mode=mode, zarr_format=3, **options)
+    return zarr.open_group(str(url), mode=mode, zarr_format=3, storage_options=storage_options or None)
 
 
 class RolloutStore:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -190,6 +190,7 @@ class OfflineTrainer:
         self._log_clock = (now, step)
 
     def _evaluate(self, bar, step: int) -> None:
+        assert self.evaluate is not None  # _periodic evaluates only with an evaluator
         started = time.perf_counter()
         result = self.evaluate(self.learner.act, step)
         self.state.eval_seconds += time.perf_counter() - started
@@ -247,7 +248,9 @@ def _floating_tensors(state: Any) -> list[torch.Tensor]:
 
 def capture_rng() -> dict[str, Any]:
     """Every global RNG state as tensors and plain data (the checkpoint loads with ``weights_only=True``)."""
-    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    kind, keys, position, has_gauss, cached_gaussian = cast(
+        tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True)
+    )
     numpy_state = {
         "kind": str(kind),
         "keys": torch.from_numpy(keys.astype(np.int64)),

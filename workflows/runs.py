@@ -281,7 +281,7 @@ def make_loggers(run_dir: Path, resume_step: int | None = None) -> list:
         _ = csv_logger.experiment  # created now, inside the warning filter (it warns about the non-empty run folder)
         for row in earlier:
             step = int(float(row.pop("step")))
-            if step > resume_step:
+            if resume_step is not None and step > resume_step:
                 continue
             csv_logger.log_metrics({k: float(v) for k, v in row.items() if v not in ("", None)}, step=step)
     return [
