@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from mbrl_core.atomic import load_torch, remove_stale_temporaries, save_json, save_torch, save_yaml
+from mbrl_core.atomic import load_torch, remove_stale_temporaries, save_json, save_text, save_torch, save_yaml
 from mbrl_core.config import build_config, merge, read_yaml, resolve_algo_config
 from mbrl_core.data import DatasetInfo, TransitionData, load_dataset
 from mbrl_core.device import select_device
@@ -264,17 +264,24 @@ def _make_sampler(algo, entry, data, config, trainer_config, run_dir, device, ro
     return setup.sampler, setup.dynamics_info
 
 
+# The rows of metrics.csv before a resume, kept until the resumed run's CSV logger has written them again.
+METRICS_KEPT_FOR_RESUME = ".metrics.csv.before-resume"
+
+
 def make_loggers(run_dir: Path, resume_step: int | None = None) -> list:
     """Lightning's CSV and TensorBoard loggers writing into the run folder.
 
     Lightning's CSV logger deletes an existing metrics.csv when it starts, so on
-    resume the earlier rows up to the checkpoint's step are read first and handed
-    back to it (rows logged after the checkpoint are logged again by the resumed run).
+    resume the earlier rows up to the checkpoint's step are handed back to it (rows
+    logged after the checkpoint are logged again by the resumed run). They are read
+    from a copy kept until they are written again, so a kill in between loses none.
     """
     from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
 
-    metrics_file = run_dir / "metrics.csv"
-    earlier = _read_metric_rows(metrics_file) if resume_step is not None else []
+    metrics_file, kept = run_dir / "metrics.csv", run_dir / METRICS_KEPT_FOR_RESUME
+    if resume_step is not None and metrics_file.exists() and not kept.exists():
+        save_text(metrics_file.read_text(), kept)
+    earlier = _read_metric_rows(kept if kept.exists() else metrics_file) if resume_step is not None else []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         csv_logger = CSVLogger(root_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=1)
@@ -284,6 +291,8 @@ def make_loggers(run_dir: Path, resume_step: int | None = None) -> list:
             if resume_step is not None and step > resume_step:
                 continue
             csv_logger.log_metrics({k: float(v) for k, v in row.items() if v not in ("", None)}, step=step)
+        csv_logger.save()
+    kept.unlink(missing_ok=True)
     return [
         csv_logger,
         TensorBoardLogger(root_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False),

@@ -198,3 +198,25 @@ def test_checkpoints_load_with_weights_only(small_data, tmp_path):
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)  # no pickled objects
     assert set(checkpoint) == {"learner", "sampler", "state", "rng"}
     assert make_trainer("td3bc", small_data, tmp_path).load_checkpoint()
+
+
+def test_metrics_survive_a_kill_while_a_resume_rewrites_them(tmp_path, monkeypatch):
+    from lightning.fabric.loggers import CSVLogger
+
+    from workflows.runs import make_loggers
+
+    (tmp_path / "metrics.csv").write_text("step,train/loss\n10,1.0\n20,2.0\n30,3.0\n")
+    replay = CSVLogger.log_metrics
+
+    def killed_after_the_first_row(self, metrics, step=None):
+        replay(self, metrics, step)
+        raise KeyboardInterrupt  # stands in for kill -9: metrics.csv was deleted, one row written back
+
+    monkeypatch.setattr(CSVLogger, "log_metrics", killed_after_the_first_row)
+    with pytest.raises(KeyboardInterrupt):
+        make_loggers(tmp_path, resume_step=20)
+    monkeypatch.setattr(CSVLogger, "log_metrics", replay)
+    make_loggers(tmp_path, resume_step=20)
+    with open(tmp_path / "metrics.csv") as stream:
+        assert [(r["step"], r["train/loss"]) for r in csv.DictReader(stream)] == [("10", "1.0"), ("20", "2.0")]
+    assert not (tmp_path / ".metrics.csv.before-resume").exists()

@@ -17,12 +17,13 @@ import torch
 from dynamics.artifacts import artifact_key
 from dynamics.config import make_dynamics_config
 from mbrl_core.data import load_dataset
+from mbrl_core.errors import ArtifactError
 from mbrl_core.locks import exclusive
 from mbrl_core.minari_writer import write_minari_dataset
 from tests.conftest import TINY_DYNAMICS
 from workflows.cli import main
 from workflows.embedded import ENV_ID, build_default_dataset
-from workflows.runs import train_run
+from workflows.runs import is_finished, read_eval, train_run
 
 QUICK = {"eval_every": 10, "eval_episodes": 1, "log_every": 10, "checkpoint_every": 10}
 SMALL_NETS = {"hidden_sizes": [32, 32]}
@@ -305,3 +306,13 @@ def test_a_second_training_of_the_same_dynamics_slot_is_refused(capsys, earlier,
     key = artifact_key(load_dataset(dataset_id).fingerprint, make_dynamics_config(TINY_DYNAMICS, dataset_id).to_dict())
     with exclusive(tmp_path / f".lock-{key}", "test"):
         refused(capsys, dynamics_train(tmp_path, dataset_id), f"dynamics model {key} in {tmp_path} is being written")
+
+
+def test_a_truncated_eval_json_is_refused_and_a_resume_writes_it_again(capsys, earlier):
+    copy = copy_run(earlier, "done", "truncated-eval", unfinished=False)
+    (copy / "eval.json").write_text((copy / "eval.json").read_text()[:40])
+    with pytest.raises(ArtifactError, match="eval.json is damaged"):
+        read_eval(copy)
+    assert not is_finished(copy)
+    assert main([str(part) for part in train_args(earlier, "--name", copy.name, "--resume")]) == 0
+    assert read_eval(copy)["history"] == read_eval(earlier["runs"] / "done")["history"]
