@@ -21,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dynamics.rollouts import RolloutConfig
 from mbrl_core.atomic import load_torch, remove_stale_temporaries, save_json, save_text, save_torch, save_yaml
 from mbrl_core.config import build_config, merge, read_yaml, resolve_algo_config
 from mbrl_core.data import DatasetInfo, TransitionData, load_dataset
@@ -153,9 +154,9 @@ def _train_locked(
     resuming = resume and (run_dir / "config.yaml").exists()
     config = _run_config(algo, dataset_id, steps, seed, device, overrides, run_dir, resuming)
     trainer_config = build_config(TrainerConfig, config["trainer"], f"{algo}.trainer")
-    learner_config = build_config(
-        entry.config_cls, config.get("learner"), f"{algo}.learner"
-    )  # bad keys stop before any work
+    learner_config = build_config(entry.config_cls, config.get("learner"), f"{algo}.learner")
+    if entry.model_based:  # bad keys and values stop before any work (the dynamics model may take minutes)
+        build_config(RolloutConfig, config.get("rollouts"), f"{algo}.rollouts")
     target = select_device(trainer_config.device)
     seed_everything(trainer_config.seed)
     data = load_dataset(dataset_id, device=target)

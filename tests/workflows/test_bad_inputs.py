@@ -138,6 +138,8 @@ TRAIN_CASES = [
     ("infinite learning rate", "iql", ["--set", "actor_lr=.inf"], "iql.learner.actor_lr: cannot use inf"),
     ("non-list hidden sizes", "bc", ["--set", "hidden_sizes=abc"], "bc.learner.hidden_sizes: cannot use 'abc'"),
     ("unknown key", "bc", ["--set", "trainer.stpes=10"], "unknown key(s) stpes in bc.trainer"),
+    ("zero rollout horizon", "mopo", ["--set", "rollouts.horizon=0"], "mopo.rollouts.horizon must be at least 1"),
+    ("real fraction above 1", "mopo", ["--set", "rollouts.real_fraction=2"], "real_fraction must be at most 1.0"),
     ("bogus device", "bc", ["--device", "bogus"], "unknown device 'bogus'"),
     ("runs dir that is a file", "bc", ["--runs-dir", "{file}"], "is a file, not a folder"),
 ]
