@@ -76,6 +76,16 @@ def describe_holder(path: Path) -> str:
         return "another process"
 
 
+def refuse_if_locked(path: Path, what: str) -> None:
+    """Refuse at once when another process holds the lock at ``path`` (without keeping it)."""
+    if not path.exists():
+        return
+    lock = try_lock(path)
+    if lock is None:
+        raise LockHeld(f"{what} is being written by {describe_holder(path)}; wait for it to finish or stop it first")
+    lock.release()
+
+
 @contextlib.contextmanager
 def exclusive(path: Path, what: str) -> Iterator[None]:
     """Hold the lock at ``path`` for the block, or refuse at once naming the holder of ``what``."""

@@ -29,7 +29,7 @@ from mbrl_core.device import select_device
 from mbrl_core.errors import ArtifactError, ConfigError
 from mbrl_core.evaluation import Evaluator
 from mbrl_core.learner import LearnerContext
-from mbrl_core.locks import exclusive
+from mbrl_core.locks import exclusive, refuse_if_locked
 from mbrl_core.normalization import Normalizer
 from mbrl_core.sampler import RealSampler
 from mbrl_core.seeding import seed_everything
@@ -119,6 +119,7 @@ def train_run(
     """
     entry = get_learner(algo)
     run_dir = runs_root(runs_dir) / (run_name or default_run_name(algo, dataset_id, seed))
+    refuse_if_locked(run_dir / LOCK_FILE, f"run folder {run_dir}")  # a live run: name its process first
     check_run_folder(run_dir, algo, resume)  # before the lock: a refused call touches nothing
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
