@@ -3,7 +3,9 @@
 ``runs/<name>/`` holds ``config.yaml`` (the resolved config), ``context.pt``
 (what the learner was told about its data), ``metrics.csv``, TensorBoard
 events under ``tensorboard/``, ``checkpoints/last.pt`` and, once finished,
-``eval.json``.
+``eval.json``. While a process trains it, the folder holds ``.lock`` (an
+``fcntl.flock``, see :mod:`mbrl_core.locks`): nothing in a run folder is ever
+written by two processes, and nothing finished is ever started over.
 """
 
 from __future__ import annotations

@@ -197,6 +197,7 @@ def uninterrupted(train_base):
 
 
 TRAINING_KILLS = [
+    ("bc", {"kind": "update", "at": 5}),  # before the first checkpoint: the resume starts at step 0
     ("bc", {"kind": "update", "at": 15}),  # between checkpoints
     ("bc", {"kind": "replace", "name": "last.pt", "at": 2}),  # while the step-20 checkpoint lands
     ("bc", {"kind": "replace", "name": "eval.json", "at": 1}),  # while the final result lands
