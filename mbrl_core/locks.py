@@ -1,4 +1,4 @@
-"""Exclusive locks on folders being written (a run folder, a dynamics store slot).
+"""Exclusive locks on folders being written (a run folder, a model store slot).
 
 ``fcntl.flock`` on a lock file: the operating system releases it when its
 process exits, however it exits (kill -9 included), so a lock is never stale.
