@@ -96,7 +96,7 @@ def checksum(arrays: dict[str, np.ndarray], names: list[str]) -> str:
     """CRC-32 of the rows of ``names`` in that order (what a commit records and a read checks)."""
     value = 0
     for name in names:
-        value = zlib.crc32(np.ascontiguousarray(arrays[name]).tobytes(), value)
+        value = zlib.crc32(np.ascontiguousarray(arrays[name]).data, value)
     return f"crc32:{value:08x}"
 
 
