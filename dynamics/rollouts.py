@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from mbrl_core.config import bounded
 from mbrl_core.rollout_store import RolloutGeneration
 from mbrl_core.seeding import make_generator
 
@@ -30,13 +31,13 @@ from mbrl_core.seeding import make_generator
 class RolloutConfig:
     # MOPO examples/config/d4rl/base.py: rollout_batch_size 50e3, model_train_freq 1000,
     # model_retain_epochs 5, real_ratio 0.05; the horizon is per dataset (configs/<algo>.yaml).
-    horizon: int = 5
-    batch_size: int = 50_000
-    refresh_every: int = 1000
-    retain_generations: int = 5
-    real_fraction: float = 0.05
+    horizon: int = bounded(5, minimum=1)
+    batch_size: int = bounded(50_000, minimum=1)
+    refresh_every: int = bounded(1000, minimum=1)
+    retain_generations: int = bounded(5, minimum=1)
+    real_fraction: float = bounded(0.05, minimum=0.0, maximum=1.0)
     # Zarr chunk length in rows (a chunk of 17-dim observations at 65,536 rows is ~4 MB).
-    chunk_rows: int = 65_536
+    chunk_rows: int = bounded(65_536, minimum=1)
 
 
 @dataclass(frozen=True)

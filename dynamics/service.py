@@ -194,7 +194,8 @@ class DynamicsService:
         return self.store.path(self.key)
 
     def check_compatible(self, data: TransitionData) -> None:
-        """Refuse a dataset whose observation or action space differs from the model's."""
+        """Refuse a dataset whose observation or action space differs from the model's, or (the spaces
+        matching) whose content differs from what the model was trained on (its recorded fingerprint)."""
         for what, space in (("observation", data.info.observation_space), ("action", data.info.action_space)):
             stored = self.meta["spaces"][what]
             if list(space.shape) != stored["shape"]:
@@ -207,6 +208,13 @@ class DynamicsService:
                 f"dynamics model {self.key} (trained on '{self.meta['dataset']['id']}') does not fit dataset "
                 f"'{data.info.dataset_id}': {detail}; train one for it with `mbrl dynamics train "
                 f"--dataset {data.info.dataset_id}`"
+            )
+        trained_on = self.meta["dataset"].get("fingerprint")
+        if trained_on != data.fingerprint:
+            raise ArtifactError(
+                f"dynamics model {self.key} at {self.path} was trained on '{self.meta['dataset']['id']}' (fingerprint "
+                f"{trained_on}), not on '{data.info.dataset_id}' ({data.fingerprint}): its store slot holds another "
+                "dataset's model; delete that folder or retrain with --retrain"
             )
 
     # ------------------------------------------------------------------ inference

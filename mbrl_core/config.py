@@ -13,6 +13,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
+import math
+import types
+import typing
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -85,29 +88,79 @@ def resolve_algo_config(
     return merge(resolved, overrides or {})
 
 
+# Field metadata keys read by build_config: the smallest / largest value a number may take.
+MINIMUM, MAXIMUM = "minimum", "maximum"
+
+
+def bounded(default: Any, minimum: float | None = None, maximum: float | None = None) -> Any:
+    """A config dataclass field whose value build_config checks against ``minimum``/``maximum``."""
+    limits = {name: value for name, value in ((MINIMUM, minimum), (MAXIMUM, maximum)) if value is not None}
+    return dataclasses.field(default=default, metadata=limits)
+
+
 def build_config(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
-    """Instantiate a config dataclass, refusing unknown keys with the list of valid ones."""
+    """Instantiate a config dataclass, refusing unknown keys (with the list of valid ones) and bad values
+    (wrong type, NaN/inf, outside a field's bounds) with the key's name: every number is checked here,
+    where the config is built, not where it is first used."""
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping of keys to values, not {values!r}")
     values = dict(values or {})
-    valid = {f.name: f for f in dataclasses.fields(cls)}
+    valid = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(valid))
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where} (valid: {', '.join(sorted(valid))})")
-    return cls(**{name: _coerce(valid[name], value, where) for name, value in values.items()})
-
-
-def _coerce(field: dataclasses.Field, value: Any, where: str) -> Any:
-    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    hints = typing.get_type_hints(cls)
+    coerced = {name: _checked(valid[name], hints.get(name), value, f"{where}.{name}") for name, value in values.items()}
     try:
-        if kind == "float" and value is not None:
-            return float(value)
-        if kind == "int" and value is not None:
-            return int(value)
-        if kind == "bool" and not isinstance(value, bool):
-            raise ValueError("expected true or false")
+        return cls(**coerced)
+    except (TypeError, ValueError) as error:  # a config's own __post_init__ checks
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def _checked(field: dataclasses.Field, kind: Any, value: Any, key: str) -> Any:
+    try:
+        value = _coerce(kind, value)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where}.{field.name}: cannot use {value!r} ({error})") from error
+        raise ConfigError(f"{key}: cannot use {value!r} ({error})") from error
+    minimum, maximum = field.metadata.get(MINIMUM), field.metadata.get(MAXIMUM)
+    if minimum is not None and value is not None and value < minimum:
+        raise ConfigError(f"{key} must be at least {minimum}, not {value!r}")
+    if maximum is not None and value is not None and value > maximum:
+        raise ConfigError(f"{key} must be at most {maximum}, not {value!r}")
+    return value
+
+
+def _coerce(kind: Any, value: Any) -> Any:
+    """``value`` as the annotated type ``kind`` (int, float, bool, str, optional, tuple/list of those)."""
+    if value is None:
+        return None
+    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return _coerce(next(a for a in arguments if a is not type(None)), value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("expected an integer")
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool):
+            raise ValueError("expected a number")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError("expected a finite number")
+        return number
+    if origin in (tuple, list) and arguments and arguments[0] in (int, float):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"expected a list of {arguments[0].__name__}s such as [256, 256]")
+        items = [_coerce(arguments[0], item) for item in value]
+        return tuple(items) if origin is tuple else items
     return value
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    return dict(config)

@@ -54,7 +54,7 @@ class DatasetInfo:
 
     def normalized_score(self, episode_return: float) -> float | None:
         """100 · (R − ref_min) / (ref_max − ref_min), or None without refs."""
-        if not self.has_refs:
+        if self.ref_min_score is None or self.ref_max_score is None:
             return None
         return 100.0 * (episode_return - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
 
@@ -174,7 +174,13 @@ def load_dataset(dataset_id: str, device: torch.device | str = "cpu", download: 
     """Load a Minari dataset by id into tensors on ``device``."""
     dataset = load_minari(dataset_id, download=download)
     info = dataset_info(dataset)
-    episodes = list(dataset.iterate_episodes())
+    try:
+        episodes = list(dataset.iterate_episodes())
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as error:  # h5py's damaged-file errors
+        raise DatasetError(
+            f"dataset '{dataset_id}' cannot be read: its data file is damaged or truncated "
+            f"({type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]})"
+        ) from error
     return transitions_from_episodes(episodes, info).to(device)
 
 
@@ -213,10 +219,18 @@ def _optional_float(value) -> float | None:
 def transitions_from_episodes(episodes: Iterable, info: DatasetInfo) -> TransitionData:
     """Flatten Minari episodes (objects or dicts with observations, actions, rewards,
     terminations, truncations) into aligned transition tensors, validating as we go."""
-    arrays = transition_arrays(episodes, info)
-    check_finite(arrays, info.dataset_id)
-    tensors = {name: torch.as_tensor(array, dtype=torch.float32).contiguous() for name, array in arrays.items()}
-    return TransitionData(**tensors, info=info)
+    arrays = as_float32(transition_arrays(episodes, info))
+    check_finite(arrays, info.dataset_id)  # after the cast: a value beyond float32's range is inf from here on
+    observations, actions, rewards, next_observations, terminals, timeouts, starts = (
+        torch.from_numpy(arrays[name]) for name in FIELDS
+    )
+    return TransitionData(observations, actions, rewards, next_observations, terminals, timeouts, starts, info=info)
+
+
+def as_float32(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays as contiguous float32, the dtype training sees (values beyond its range become inf)."""
+    with np.errstate(over="ignore"):
+        return {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in arrays.items()}
 
 
 def transition_arrays(episodes: Iterable, info: DatasetInfo) -> dict[str, np.ndarray]:
@@ -288,7 +302,7 @@ def _check_dims(array: np.ndarray, expected: int, what: str, number: int, info: 
 
 
 def check_finite(arrays: dict[str, np.ndarray], dataset_id: str) -> None:
-    """Refuse NaN/inf, saying how many values and where the first one is."""
+    """Refuse NaN/inf (in float32, the dtype training uses), saying how many values and where the first one is."""
     problems = []
     for name in ("observations", "actions", "rewards", "next_observations"):
         bad = ~np.isfinite(arrays[name])
@@ -297,4 +311,7 @@ def check_finite(arrays: dict[str, np.ndarray], dataset_id: str) -> None:
             first_row = int(np.argwhere(bad)[0][0])
             problems.append(f"{count} in {name} (first at transition {first_row})")
     if problems:
-        raise DatasetError(f"dataset '{dataset_id}' has non-finite (NaN/inf) values: " + "; ".join(problems))
+        raise DatasetError(
+            f"dataset '{dataset_id}' has non-finite values (NaN, inf, or beyond float32's range of "
+            f"±{np.finfo(np.float32).max:.3g}): " + "; ".join(problems)
+        )

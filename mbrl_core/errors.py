@@ -19,3 +19,7 @@ class ConfigError(MbrlError):
 
 class ArtifactError(MbrlError):
     """A stored artifact (dynamics model, rollout store, checkpoint) is missing, corrupt or incompatible."""
+
+
+class TrainingError(MbrlError):
+    """Training broke (non-finite losses or weights): the run stops instead of reporting a score."""

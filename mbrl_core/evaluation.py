@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from mbrl_core.data import DatasetInfo
-from mbrl_core.errors import DatasetError
+from mbrl_core.errors import ConfigError, DatasetError
 
 ActFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -55,6 +56,20 @@ def make_vector_env(spec, episodes: int) -> gym.vector.SyncVectorEnv:
         raise DatasetError(f"cannot create evaluation environment {getattr(spec, 'id', spec)}: {error}") from error
 
 
+def check_env_fits(envs: gym.vector.VectorEnv, info: DatasetInfo) -> None:
+    """Refuse an environment whose observation or action shape differs from the dataset's."""
+    for what, env_space, data_space in (
+        ("observations", envs.single_observation_space, info.observation_space),
+        ("actions", envs.single_action_space, info.action_space),
+    ):
+        if tuple(env_space.shape or ()) != tuple(data_space.shape):
+            env_id = envs.envs[0].spec.id if isinstance(envs, gym.vector.SyncVectorEnv) and envs.envs[0].spec else "the"
+            raise DatasetError(
+                f"{env_id} environment has {what} of shape {tuple(env_space.shape or ())}, the policy was trained on "
+                f"'{info.dataset_id}' with {what} of shape {tuple(data_space.shape)}"
+            )
+
+
 class Evaluator:
     """Runs ``episodes`` episodes at once in a vector env; episode ``i`` is reset with seed ``seed + i``."""
 
@@ -66,11 +81,18 @@ class Evaluator:
         env_id: str | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
+        if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+            raise ConfigError(f"the number of evaluation episodes must be at least 1, not {episodes!r}")
         self.info = info
         self.episodes = episodes
         self.seed = seed
         self.device = torch.device(device)
         self.envs = make_vector_env(env_spec_for(info, env_id), episodes)
+        try:
+            check_env_fits(self.envs, info)
+        except DatasetError:
+            self.envs.close()
+            raise
 
     @torch.no_grad()
     def __call__(self, act: ActFn, step: int = 0) -> EvalResult:
@@ -78,7 +100,8 @@ class Evaluator:
         returns = np.zeros(self.episodes)
         lengths = np.zeros(self.episodes, dtype=int)
         running = np.ones(self.episodes, dtype=bool)
-        low, high = self.envs.single_action_space.low, self.envs.single_action_space.high
+        action_space = cast(gym.spaces.Box, self.envs.single_action_space)  # Box: checked at load
+        low, high = action_space.low, action_space.high
         while running.any():
             obs = torch.as_tensor(np.asarray(observations, dtype=np.float32), device=self.device)
             actions = np.clip(act(obs).detach().cpu().numpy(), low, high)

@@ -16,12 +16,18 @@ Layout of a store (any Zarr v3 reader can open it)::
 Group attributes hold the provenance (``schema_version``, ``created``,
 ``dynamics_key``, ``horizon``, ``batch_size`` and whatever the caller adds)
 and the commit record: ``committed_rows`` and ``generations`` (one entry per
-committed generation with its row range and ``policy_step``).
+committed generation with its row range, ``policy_step`` and a ``checksum`` of
+its rows).
 
 Crash safety: a generation is appended by growing and writing every array,
 and only then rewriting the attributes (one atomic object write). Rows past
 ``committed_rows`` belong to an interrupted append: readers ignore them and
 the next writer cuts them off, so a killed process leaves whole generations.
+
+Damage is refused, never read as data: every generation read back (for replay
+or on resume) is checked against the checksum recorded at its commit, so a
+deleted chunk (which Zarr would read as zeros) or a truncated one stops with one
+line. Nothing is ever created over an existing store's data.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -85,11 +92,35 @@ class RolloutGeneration:
         return typed
 
 
-def _open_group(url: str | Path, mode: str, storage_options: dict | None):
+def checksum(arrays: dict[str, np.ndarray], names: list[str]) -> str:
+    """CRC-32 of the rows of ``names`` in that order (what a commit records and a read checks)."""
+    value = 0
+    for name in names:
+        value = zlib.crc32(np.ascontiguousarray(arrays[name]).data, value)
+    return f"crc32:{value:08x}"
+
+
+def _refuse_existing_data(url: str | Path, storage_options: dict | None) -> None:
+    """Refuse to create a store where data already is: a store whose group metadata is lost must not be wiped.
+
+    Only ``zarr.json`` files may be there (what an interrupted creation leaves: arrays with no rows yet)."""
+    import fsspec
+
+    filesystem, path = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
+    if not filesystem.exists(path):
+        return
+    data_files = [name for name in filesystem.find(path) if not str(name).endswith("zarr.json")]
+    if data_files:
+        raise ArtifactError(
+            f"refusing to create a rollout store at {url}: it already holds {len(data_files)} data file(s) but no "
+            "readable store metadata (zarr.json missing or damaged); move it away or use another path"
+        )
+
+
+def _open_group(url: str | Path, mode: Literal["r", "r+", "w"], storage_options: dict | None) -> Any:
     import zarr
 
-    options = {"storage_options": storage_options} if storage_options else {}
-    return zarr.open_group(str(url), mode=mode, zarr_format=3, **options)
+    return zarr.open_group(str(url), mode=mode, zarr_format=3, storage_options=storage_options or None)
 
 
 class RolloutStore:
@@ -117,7 +148,8 @@ class RolloutStore:
         chunk_rows: int = 65_536,
         storage_options: dict | None = None,
     ) -> RolloutStore:
-        """A new empty store at ``url`` (an existing one there is replaced)."""
+        """A new empty store at ``url``; refused where a store's data already is."""
+        _refuse_existing_data(url, storage_options)
         group = _open_group(url, "w", storage_options)
         widths = {"observations": obs_dim, "actions": act_dim, "next_observations": obs_dim}
         for name, (dtype, has_width) in ROW_ARRAYS.items():
@@ -173,6 +205,16 @@ class RolloutStore:
                 f"rollout store {self.url} has schema version {attrs['schema_version']}; this version "
                 f"reads up to {SCHEMA_VERSION}"
             )
+        for name in self._array_names():
+            try:
+                rows = self.group[name].shape[0]
+            except KeyError as error:
+                raise ArtifactError(f"rollout store {self.url} is damaged: its array {name} is missing") from error
+            if rows < self.committed_rows:
+                raise ArtifactError(
+                    f"rollout store {self.url} is damaged: array {name} holds {rows} rows, "
+                    f"{self.committed_rows} were committed"
+                )
 
     # ------------------------------------------------------------------ what is inside
 
@@ -186,7 +228,7 @@ class RolloutStore:
 
     @property
     def generations(self) -> list[dict[str, Any]]:
-        """One record per committed generation: number, start, stop, policy_step, created."""
+        """One record per committed generation: number, start, stop, policy_step, created, checksum."""
         return list(self.group.attrs["generations"])
 
     @property
@@ -202,7 +244,13 @@ class RolloutStore:
             raise ArtifactError(
                 f"rows {start}:{stop} are outside the {self.committed_rows} committed rows of {self.url}"
             )
-        return {name: self.group[name][start:stop] for name in self._array_names()}
+        try:
+            return {name: self.group[name][start:stop] for name in self._array_names()}
+        except Exception as error:  # a truncated or garbled chunk fails to decode in several ways
+            raise ArtifactError(
+                f"rollout store {self.url} is damaged: rows {start}:{stop} cannot be read "
+                f"({type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]})"
+            ) from error
 
     def read_generation(self, number: int) -> RolloutGeneration:
         """One committed generation as CPU tensors, bit-identical to what was appended."""
@@ -210,6 +258,12 @@ class RolloutStore:
         if record is None:
             raise ArtifactError(f"rollout store {self.url} holds no generation {number}")
         rows = self.read_rows(record["start"], record["stop"])
+        recorded = record.get("checksum")  # stores written before checksums were recorded have none
+        if recorded is not None and checksum(rows, self._array_names()) != recorded:
+            raise ArtifactError(
+                f"rollout store {self.url} is damaged: generation {number} (rows {record['start']}:{record['stop']}) "
+                "does not match the checksum recorded when it was written (a chunk was deleted or changed)"
+            )
         tensors = {name: torch.from_numpy(np.asarray(rows[name])) for name in ROW_ARRAYS if name != "generations"}
         tensors["terminals"] = tensors["terminals"].float()
         tensors["rollout_ids"] = tensors["rollout_ids"].long()
@@ -244,6 +298,7 @@ class RolloutStore:
             "stop": stop,
             "policy_step": generation.policy_step,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "checksum": checksum(arrays, self._array_names()),
         }
         self.group.attrs.update({"generations": self.generations + [record], "committed_rows": stop})
 

@@ -8,18 +8,21 @@ log step, so the hot path never waits on a device sync.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from mbrl_core.atomic import load_torch, save_torch
+from mbrl_core.config import bounded
+from mbrl_core.errors import TrainingError
 from mbrl_core.evaluation import EvalResult
 from mbrl_core.learner import Learner
 from mbrl_core.sampler import Sampler
@@ -29,12 +32,12 @@ CHECKPOINT_NAME = "last.pt"
 
 @dataclass
 class TrainerConfig:
-    steps: int = 1_000_000
-    batch_size: int = 256
-    eval_every: int = 5000
-    eval_episodes: int = 10
-    log_every: int = 1000
-    checkpoint_every: int = 50_000
+    steps: int = bounded(1_000_000, minimum=1)
+    batch_size: int = bounded(256, minimum=1)
+    eval_every: int = bounded(5000, minimum=1)
+    eval_episodes: int = bounded(10, minimum=1)
+    log_every: int = bounded(1000, minimum=1)
+    checkpoint_every: int = bounded(50_000, minimum=1)
     seed: int = 0
     device: str = "auto"
 
@@ -107,6 +110,7 @@ class OfflineTrainer:
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is None:
             return
+        self._check_weights_finite()  # a checkpoint of broken weights would only be resumed into the same failure
         save_torch(
             {
                 "learner": self.learner.state_dict(),
@@ -181,6 +185,7 @@ class OfflineTrainer:
         now = time.perf_counter()
         since, since_step = self._log_clock
         metrics = {f"train/{name}": value for name, value in averager.pop().items()}
+        self._check_finite(metrics, step)
         metrics["train/updates_per_second"] = (step - since_step) / max(now - since, 1e-9)
         self._log(metrics, step)
         bar.set_postfix(
@@ -189,6 +194,7 @@ class OfflineTrainer:
         self._log_clock = (now, step)
 
     def _evaluate(self, bar, step: int) -> None:
+        assert self.evaluate is not None  # _periodic evaluates only with an evaluator
         started = time.perf_counter()
         result = self.evaluate(self.learner.act, step)
         self.state.eval_seconds += time.perf_counter() - started
@@ -203,13 +209,60 @@ class OfflineTrainer:
         bar.write(line)
         self._log_clock = (time.perf_counter(), step)  # updates/s excludes evaluation time
 
+    # ------------------------------------------------------------------ divergence
+    def _check_finite(self, metrics: dict[str, float], step: int) -> None:
+        """Stop at a log step whose averaged metrics or current weights are NaN/inf (checked only here:
+        the metrics are synchronized for logging anyway, so the hot loop never waits on the device)."""
+        broken = [f"{name} = {value}" for name, value in metrics.items() if not math.isfinite(value)]
+        if broken:
+            raise TrainingError(
+                f"training diverged in the updates up to step {step}: {', '.join(broken)}; the run is stopped "
+                f"(no score is reported){self._kept_checkpoint()}"
+            )
+        self._check_weights_finite(step)
+
+    def _check_weights_finite(self, step: int | None = None) -> None:
+        tensors = [t for t in _floating_tensors(self.learner.state_dict()) if t.numel()]
+        if tensors and not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+            at = self.state.step if step is None else step
+            raise TrainingError(
+                f"training diverged by step {at}: the learner's weights hold NaN/inf; the run is stopped "
+                f"(no score is reported){self._kept_checkpoint()}"
+            )
+
+    def _kept_checkpoint(self) -> str:
+        path = self.checkpoint_path
+        return f"; the last good checkpoint stays in {path}" if path is not None and path.exists() else ""
+
     def _log(self, metrics: dict[str, float], step: int) -> None:
         for logger in self.loggers:
             logger.log_metrics(metrics, step=step)
 
 
+def _floating_tensors(state: Any) -> list[torch.Tensor]:
+    """Every floating-point tensor in a nested state dict (networks and optimizer moments)."""
+    if isinstance(state, torch.Tensor):
+        return [state.detach()] if state.is_floating_point() else []
+    if isinstance(state, dict):
+        return [t for value in state.values() for t in _floating_tensors(value)]
+    if isinstance(state, (list, tuple)):
+        return [t for value in state for t in _floating_tensors(value)]
+    return []
+
+
 def capture_rng() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every global RNG state as tensors and plain data (the checkpoint loads with ``weights_only=True``)."""
+    kind, keys, position, has_gauss, cached_gaussian = cast(
+        tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True)
+    )
+    numpy_state = {
+        "kind": str(kind),
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -217,7 +270,16 @@ def capture_rng() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -3,11 +3,14 @@
 ``runs/<name>/`` holds ``config.yaml`` (the resolved config), ``context.pt``
 (what the learner was told about its data), ``metrics.csv``, TensorBoard
 events under ``tensorboard/``, ``checkpoints/last.pt`` and, once finished,
-``eval.json``.
+``eval.json``. While a process trains it, the folder holds ``.lock`` (an
+``fcntl.flock``, see :mod:`mbrl_core.locks`): nothing in a run folder is ever
+written by two processes, and nothing finished is ever started over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import time
@@ -20,13 +23,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from mbrl_core.atomic import load_torch, save_json, save_torch, save_yaml
+from dynamics.rollouts import RolloutConfig
+from mbrl_core.atomic import load_torch, remove_stale_temporaries, save_json, save_text, save_torch, save_yaml
 from mbrl_core.config import build_config, merge, read_yaml, resolve_algo_config
 from mbrl_core.data import DatasetInfo, TransitionData, load_dataset
 from mbrl_core.device import select_device
 from mbrl_core.errors import ArtifactError, ConfigError
 from mbrl_core.evaluation import Evaluator
 from mbrl_core.learner import LearnerContext
+from mbrl_core.locks import exclusive, refuse_if_locked
 from mbrl_core.normalization import Normalizer
 from mbrl_core.sampler import RealSampler
 from mbrl_core.seeding import seed_everything
@@ -109,23 +114,57 @@ def train_run(
 ) -> Path:
     """Train ``algo`` on ``dataset_id`` and return the run folder (see the module docstring).
 
-    With ``resume=True`` and an existing ``run_name`` holding a checkpoint, the run
-    continues from it with its saved config, as if it had never stopped.
+    With ``resume=True`` and an existing ``run_name``, the run continues from its last
+    checkpoint with its saved config, as if it had never stopped (a run not started yet
+    starts). Without it, an existing run folder is refused: nothing is ever overwritten.
+    The run folder is locked while it trains: a second process writing it is refused.
     """
     entry = get_learner(algo)
-    run_dir = Path(runs_dir) / (run_name or default_run_name(algo, dataset_id, seed))
-    resuming = resume and (run_dir / "checkpoints" / "last.pt").exists()
+    run_dir = runs_root(runs_dir) / (run_name or default_run_name(algo, dataset_id, seed))
+    refuse_if_locked(run_dir / LOCK_FILE, f"run folder {run_dir}")  # a live run: name its process first
+    check_run_folder(run_dir, algo, resume)  # before the lock: a refused call touches nothing
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive(run_dir / LOCK_FILE, f"run folder {run_dir}"):
+            check_run_folder(run_dir, algo, resume)  # again, now that no other process can change it
+            if resume and is_finished(run_dir):
+                return run_dir
+            for folder in (run_dir, run_dir / "checkpoints"):
+                remove_stale_temporaries(folder)  # a killed process's half-written files
+            return _train_locked(
+                algo,
+                entry,
+                dataset_id,
+                run_dir,
+                steps,
+                seed,
+                overrides,
+                resume,
+                device,
+                dynamics_store,
+                rollouts,
+                progress,
+            )
+    finally:
+        with contextlib.suppress(OSError):  # a run refused before writing anything leaves no empty folder
+            if not run_folder_entries(run_dir):
+                run_dir.rmdir()
+
+
+def _train_locked(
+    algo, entry, dataset_id, run_dir, steps, seed, overrides, resume, device, dynamics_store, rollouts, progress
+) -> Path:
+    resuming = resume and (run_dir / "config.yaml").exists()
     config = _run_config(algo, dataset_id, steps, seed, device, overrides, run_dir, resuming)
     trainer_config = build_config(TrainerConfig, config["trainer"], f"{algo}.trainer")
-    learner_config = build_config(
-        entry.config_cls, config.get("learner"), f"{algo}.learner"
-    )  # bad keys stop before any work
+    learner_config = build_config(entry.config_cls, config.get("learner"), f"{algo}.learner")
+    if entry.model_based:  # bad keys and values stop before any work (the dynamics model may take minutes)
+        build_config(RolloutConfig, config.get("rollouts"), f"{algo}.rollouts")
     target = select_device(trainer_config.device)
     seed_everything(trainer_config.seed)
     data = load_dataset(dataset_id, device=target)
     _check_same_dataset(config, data, run_dir, resuming)
     config["dataset"] = info_record(data)
-    run_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(config, run_dir / "config.yaml")
 
     context = LearnerContext.from_data(data, trainer_config.steps, target)
@@ -138,7 +177,7 @@ def train_run(
     evaluator = Evaluator(data.info, trainer_config.eval_episodes, seed=10_000 + trainer_config.seed, device=target)
     trainer = OfflineTrainer(learner, sampler, trainer_config, evaluate=evaluator, run_dir=run_dir, progress=progress)
     if resuming:
-        trainer.load_checkpoint()
+        trainer.load_checkpoint()  # a run stopped before its first checkpoint starts from step 0
     trainer.loggers = make_loggers(run_dir, resume_step=trainer.state.step if resuming else None)
     try:
         state = trainer.fit()
@@ -147,6 +186,52 @@ def train_run(
         evaluator.close()
     save_json(_eval_record(algo, data, trainer_config, state, entry.model_based, dynamics_info), run_dir / "eval.json")
     return run_dir
+
+
+# ---------------------------------------------------------------- what may be written where
+
+LOCK_FILE = ".lock"
+
+
+def runs_root(runs_dir: str | Path) -> Path:
+    root = Path(runs_dir)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--runs-dir {root} is a file, not a folder")
+    return root
+
+
+def run_folder_entries(run_dir: Path) -> list[str]:
+    """What a run folder holds besides its lock file (empty when it does not exist)."""
+    if not run_dir.exists():
+        return []
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is a file, not a run folder")
+    return sorted(entry.name for entry in run_dir.iterdir() if entry.name != LOCK_FILE)
+
+
+def check_run_folder(run_dir: Path, algo: str, resume: bool) -> None:
+    """Refuse to start over an existing run, and to resume a run with another algorithm."""
+    entries = run_folder_entries(run_dir)
+    if not resume:
+        if not entries:
+            return
+        if is_finished(run_dir):
+            raise ConfigError(f"{run_dir} already holds a finished run; nothing is overwritten: pick a fresh --name")
+        if (run_dir / "config.yaml").exists():
+            raise ConfigError(
+                f"{run_dir} already holds an unfinished run; add --resume to continue it, or pick a fresh --name"
+            )
+        raise ConfigError(
+            f"{run_dir} already exists and holds {', '.join(entries[:3])}; nothing is overwritten: pick a fresh --name"
+        )
+    if not (run_dir / "config.yaml").exists():
+        return  # nothing was recorded yet: the run starts
+    recorded = read_yaml(run_dir / "config.yaml")
+    recorded_algo = recorded.get("algo")
+    if not recorded_algo:
+        raise ConfigError(f"{run_dir / 'config.yaml'} records no algo: it is not a run's config")
+    if recorded_algo != algo:
+        raise ConfigError(f"{run_dir} is a {recorded_algo} run; resume it with --algo {recorded_algo}, not {algo}")
 
 
 def _run_config(algo, dataset_id, steps, seed, device, overrides, run_dir: Path, resuming: bool) -> dict[str, Any]:
@@ -183,26 +268,35 @@ def _make_sampler(algo, entry, data, config, trainer_config, run_dir, device, ro
     return setup.sampler, setup.dynamics_info
 
 
+# The rows of metrics.csv before a resume, kept until the resumed run's CSV logger has written them again.
+METRICS_KEPT_FOR_RESUME = ".metrics.csv.before-resume"
+
+
 def make_loggers(run_dir: Path, resume_step: int | None = None) -> list:
     """Lightning's CSV and TensorBoard loggers writing into the run folder.
 
     Lightning's CSV logger deletes an existing metrics.csv when it starts, so on
-    resume the earlier rows up to the checkpoint's step are read first and handed
-    back to it (rows logged after the checkpoint are logged again by the resumed run).
+    resume the earlier rows up to the checkpoint's step are handed back to it (rows
+    logged after the checkpoint are logged again by the resumed run). They are read
+    from a copy kept until they are written again, so a kill in between loses none.
     """
     from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
 
-    metrics_file = run_dir / "metrics.csv"
-    earlier = _read_metric_rows(metrics_file) if resume_step is not None else []
+    metrics_file, kept = run_dir / "metrics.csv", run_dir / METRICS_KEPT_FOR_RESUME
+    if resume_step is not None and metrics_file.exists() and not kept.exists():
+        save_text(metrics_file.read_text(), kept)
+    earlier = _read_metric_rows(kept if kept.exists() else metrics_file) if resume_step is not None else []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         csv_logger = CSVLogger(root_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=1)
         _ = csv_logger.experiment  # created now, inside the warning filter (it warns about the non-empty run folder)
         for row in earlier:
             step = int(float(row.pop("step")))
-            if step > resume_step:
+            if resume_step is not None and step > resume_step:
                 continue
             csv_logger.log_metrics({k: float(v) for k, v in row.items() if v not in ("", None)}, step=step)
+        csv_logger.save()
+    kept.unlink(missing_ok=True)
     return [
         csv_logger,
         TensorBoardLogger(root_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False),
@@ -246,21 +340,42 @@ def read_eval(run_dir: str | Path) -> dict[str, Any]:
         raise ArtifactError(
             f"{run_dir} has no eval.json: the run has not finished (resume it with `mbrl train ... --resume`)"
         )
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as error:
+        raise ArtifactError(
+            f"{path} is damaged ({error}); resume the run with `mbrl train ... --resume` to write it again"
+        ) from error
+    if not isinstance(record, dict) or not isinstance(record.get("final"), dict):
+        raise ArtifactError(f"{path} records no final evaluation; resume the run with `mbrl train ... --resume`")
+    return record
 
 
 def is_finished(run_dir: str | Path) -> bool:
-    path = Path(run_dir) / "eval.json"
-    return path.exists() and json.loads(path.read_text()).get("finished", False)
+    """Whether the run wrote a complete eval.json (a damaged one counts as not finished: resuming rewrites it)."""
+    try:
+        return bool(read_eval(run_dir).get("finished", False))
+    except ArtifactError:
+        return False
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run's config.yaml, refused in one line when it is not a run's config."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise ArtifactError(f"{run_dir} is not a run folder (no config.yaml)")
+    config = read_yaml(path)
+    for key in ("algo", "dataset"):
+        if key not in config:
+            raise ConfigError(f"{path} records no {key}: it is not a complete run config")
+    return config
 
 
 def load_policy(run_dir: str | Path, device: str | torch.device = "cpu"):
     """The trained learner of a run (from its last checkpoint), ready for ``act(obs)``."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise ArtifactError(f"{run_dir} is not a run folder (no config.yaml)")
-    config = read_yaml(run_dir / "config.yaml")
-    device = torch.device(device)
+    config = read_run_config(run_dir)
+    device = select_device(str(device))
     entry = get_learner(config["algo"])
     context = context_from_state(load_torch(run_dir / "context.pt"), device)
     learner = entry.learner_cls(
@@ -272,4 +387,7 @@ def load_policy(run_dir: str | Path, device: str | torch.device = "cpu"):
 
 def run_dataset_info(run_dir: str | Path) -> DatasetInfo:
     """The dataset facts recorded in a run (enough to evaluate without the dataset)."""
-    return info_from_record(read_yaml(Path(run_dir) / "config.yaml")["dataset"])
+    try:
+        return info_from_record(read_run_config(run_dir)["dataset"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigError(f"{Path(run_dir) / 'config.yaml'} has an incomplete dataset record ({error})") from error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -153,3 +154,30 @@ def test_unknown_id_fails_in_one_clear_line(minari_root):
         load_dataset("nobody/nothing-v0")
     message = str(error.value)
     assert "'nobody/nothing-v0'" in message and minari_root in message and "\n" not in message
+
+
+def test_values_beyond_float32_are_refused_after_the_cast():
+    bad = episode(3, 0.0, True, False)
+    bad["rewards"][1] = 1e300  # finite in float64, inf in the float32 tensors training uses
+    bad["observations"][0, 0] = -1e39
+    with pytest.raises(
+        DatasetError,
+        match=r"beyond float32's range.*1 in observations \(first at transition 0\).*1 in rewards \(first at "
+        r"transition 1\)",
+    ):
+        transitions_from_episodes([bad], INFO)
+
+
+def test_a_damaged_data_file_is_refused_in_one_line(minari_root):
+    write_minari_dataset(
+        "test/damaged-v0",
+        [episode(4, 0.0, True, False)],
+        env_id="Pendulum-v1",
+        overwrite=True,
+        observation_space=OBS_SPACE,
+        action_space=ACT_SPACE,
+    )
+    path = Path(minari_root) / "test" / "damaged-v0" / "data" / "main_data.hdf5"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DatasetError, match="'test/damaged-v0' cannot be read: its data file is damaged or truncated"):
+        load_dataset("test/damaged-v0", download=False)

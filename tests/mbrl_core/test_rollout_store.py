@@ -218,3 +218,43 @@ def test_inspect_command_reports_size_provenance_and_histograms(tmp_path, capsys
     assert (tmp_path / "h.png").stat().st_size > 0
     assert main(["rollouts", "inspect", str(url)]) == 0 and "max_std_norm" in capsys.readouterr().out
     assert main(["rollouts", "inspect", str(tmp_path / "missing.zarr")]) == 2
+
+
+def test_a_deleted_or_changed_chunk_is_refused_by_its_generation_checksum(tmp_path):
+    store = new_store(tmp_path / "s.zarr")
+    for number in range(3):
+        store.append(make_generation(number))
+    chunk = tmp_path / "s.zarr" / "rewards" / "c" / "2"  # rows 32..47: generation 0 ends at 37, 1 starts there
+    chunk.unlink()
+    reopened = RolloutStore.open(tmp_path / "s.zarr")
+    assert_same(reopened.read_generation(2), make_generation(2))  # untouched generations still read
+    for number in (0, 1):
+        with pytest.raises(ArtifactError, match=f"generation {number} .* does not match the checksum"):
+            reopened.read_generation(number)
+
+
+def test_a_truncated_chunk_is_refused_in_one_line(tmp_path):
+    store = new_store(tmp_path / "s.zarr")
+    store.append(make_generation(0))
+    chunk = tmp_path / "s.zarr" / "observations" / "c" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:7])
+    with pytest.raises(ArtifactError, match=r"is damaged: rows 0:37 cannot be read"):
+        RolloutStore.open(tmp_path / "s.zarr").read_generation(0)
+
+
+def test_no_store_is_created_over_an_existing_stores_data(tmp_path):
+    url = tmp_path / "s.zarr"
+    new_store(url).append(make_generation(0))
+    (url / "zarr.json").unlink()
+    files = sorted(path for path in url.rglob("*") if path.is_file())
+    with pytest.raises(ArtifactError, match="refusing to create a rollout store at .*zarr.json missing or damaged"):
+        new_store(url)
+    assert sorted(path for path in url.rglob("*") if path.is_file()) == files
+
+
+def test_an_interrupted_creation_is_created_again(tmp_path):
+    url = tmp_path / "s.zarr"
+    zarr.open_group(str(url), mode="w", zarr_format=3).create_array("rewards", shape=(0,), dtype="float32")
+    assert not RolloutStore.exists(url)
+    new_store(url).append(make_generation(0))
+    assert RolloutStore.open(url).committed_rows == 37

@@ -150,3 +150,76 @@ def test_metrics_are_averaged_over_the_steps_that_reported_them():
     averager.add({})
     assert averager.pop() == {"critic_loss": 2.0, "actor_loss": 10.0}
     assert averager.pop() == {}
+
+
+class Diverging:
+    """A learner whose loss turns NaN at update ``at`` (or whose weight turns NaN with finite losses)."""
+
+    def __init__(self, at: int, break_weights: bool = False) -> None:
+        self.weight = torch.zeros(3)
+        self.updates, self.at, self.break_weights = 0, at, break_weights
+
+    def update(self, batch) -> dict[str, torch.Tensor]:
+        self.updates += 1
+        broken = self.updates >= self.at
+        if broken and self.break_weights:
+            self.weight[0] = float("nan")
+        return {"loss": torch.tensor(float("nan") if broken and not self.break_weights else 1.0)}
+
+    def act(self, observations, deterministic: bool = True):
+        return torch.zeros(observations.shape[0], 1)
+
+    def state_dict(self):
+        return {"weight": self.weight, "updates": self.updates}
+
+    def load_state_dict(self, state) -> None:
+        self.weight, self.updates = state["weight"], state["updates"]
+
+
+@pytest.mark.parametrize("break_weights", [False, True], ids=["loss", "weights"])
+def test_a_run_whose_training_diverges_stops_naming_the_step(small_data, tmp_path, break_weights):
+    from mbrl_core.errors import TrainingError
+
+    config = TrainerConfig(steps=40, batch_size=8, log_every=10, checkpoint_every=10, eval_every=1000)
+    trainer = OfflineTrainer(
+        Diverging(at=13, break_weights=break_weights),
+        RealSampler(small_data, 8),
+        config,
+        run_dir=tmp_path,
+        progress=False,
+    )
+    expected = "weights hold NaN/inf" if break_weights else r"train/loss = nan"
+    with pytest.raises(TrainingError, match=rf"step 20.*{expected}.*last good checkpoint stays in"):
+        trainer.fit()
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["state"]["step"] == 10
+
+
+def test_checkpoints_load_with_weights_only(small_data, tmp_path):
+    trainer = make_trainer("td3bc", small_data, tmp_path)
+    trainer.fit(until=10)
+    trainer.save_checkpoint()
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)  # no pickled objects
+    assert set(checkpoint) == {"learner", "sampler", "state", "rng"}
+    assert make_trainer("td3bc", small_data, tmp_path).load_checkpoint()
+
+
+def test_metrics_survive_a_kill_while_a_resume_rewrites_them(tmp_path, monkeypatch):
+    from lightning.fabric.loggers import CSVLogger
+
+    from workflows.runs import make_loggers
+
+    (tmp_path / "metrics.csv").write_text("step,train/loss\n10,1.0\n20,2.0\n30,3.0\n")
+    replay = CSVLogger.log_metrics
+
+    def killed_after_the_first_row(self, metrics, step=None):
+        replay(self, metrics, step)
+        raise KeyboardInterrupt  # stands in for kill -9: metrics.csv was deleted, one row written back
+
+    monkeypatch.setattr(CSVLogger, "log_metrics", killed_after_the_first_row)
+    with pytest.raises(KeyboardInterrupt):
+        make_loggers(tmp_path, resume_step=20)
+    monkeypatch.setattr(CSVLogger, "log_metrics", replay)
+    make_loggers(tmp_path, resume_step=20)
+    with open(tmp_path / "metrics.csv") as stream:
+        assert [(r["step"], r["train/loss"]) for r in csv.DictReader(stream)] == [("10", "1.0"), ("20", "2.0")]
+    assert not (tmp_path / ".metrics.csv.before-resume").exists()

@@ -6,7 +6,7 @@ import argparse
 
 from mbrl_core.config import parse_overrides
 from mbrl_core.errors import ConfigError
-from workflows.runs import read_eval, train_run
+from workflows.runs import is_finished, read_eval, runs_root, train_run
 
 HELP = "train one learner (model-free or model-based) on a Minari dataset"
 
@@ -45,8 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.resume and not args.name:
-        raise ConfigError("--resume needs --name <run folder name> to know which run to continue")
+    already_finished = args.resume and _check_resumable(args)
     run_dir = train_run(
         args.algo,
         args.dataset,
@@ -61,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         rollouts=args.rollouts,
         progress=not args.no_progress,
     )
+    if already_finished:
+        print(f"{run_dir} had already finished: nothing to resume")
     final = read_eval(run_dir)["final"]
     score = (
         f", normalized score {final['normalized_score']:.1f}"
@@ -69,3 +70,16 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"run: {run_dir}\nfinal return {final['return_mean']:.1f} ± {final['return_std']:.1f}{score}")
     return 0
+
+
+def _check_resumable(args: argparse.Namespace) -> bool:
+    """Refuse ``--resume`` of a run that was never started; True when it has already finished."""
+    if not args.name:
+        raise ConfigError("--resume needs --name <run folder name> to know which run to continue")
+    run_dir = runs_root(args.runs_dir) / args.name
+    if not (run_dir / "config.yaml").exists():
+        raise ConfigError(
+            f"no run to resume at {run_dir} (no config.yaml there); check --name and --runs-dir, "
+            "or drop --resume to start a new run"
+        )
+    return is_finished(run_dir)
