@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dynamics.service import DynamicsService
-from dynamics.serving.batching import BatchingWorker, Kind
+from dynamics.serving.batching import BatchingWorker, Kind, ModelRequest
 from dynamics.serving.config import TOKEN_ENV, ServeConfig
 from dynamics.serving.schemas import (
     ErrorResponse,
@@ -117,7 +117,7 @@ class DynamicsAPI:
             methods=["GET"],
             response_model=InfoResponse,
             dependencies=guarded,
-            responses={status: refusals[status] for status in refusals if status == 401},
+            responses={401: refusals[401]} if self.config.token else {},
         )
         model_routes: list[tuple[str, Kind, Callable[[Request], Awaitable[Response]], type[BaseModel]]] = [
             ("/v1/predict", "predict", self.predict, PredictResponse),
@@ -155,18 +155,18 @@ class DynamicsAPI:
 
     async def predict(self, request: Request) -> Response:
         """Elite-mean next observations, rewards, terminals and uncertainty features of each (obs, action) row."""
-        return _json(encode_prediction(await self._run_model(request, "predict")))  # type: ignore[arg-type]
+        prediction = await self.worker.predict(await self._read_model_request(request, "predict"))
+        return _json(encode_prediction(prediction))
 
     async def step(self, request: Request) -> Response:
         """One sampled model step per row (a random elite and Gaussian noise), reproducible from ``seed``."""
-        return _json(encode_step(await self._run_model(request, "step")))  # type: ignore[arg-type]
+        return _json(encode_step(await self.worker.step(await self._read_model_request(request, "step"))))
 
-    async def _run_model(self, request: Request, kind: Kind) -> Any:
+    async def _read_model_request(self, request: Request, kind: Kind) -> ModelRequest:
         with self.worker.arriving():
-            body = await self._read_json_body(request)
-            model_request = self.schemas.parse(kind, body)
-        request.state.rows = model_request.rows
-        return await self.worker.answer(kind, model_request)
+            model_request = self.schemas.parse(kind, await self._read_json_body(request))
+        request.state.rows = model_request.rows  # for the request's log line
+        return model_request
 
     async def _read_json_body(self, request: Request) -> bytes:
         limit = self.max_body_bytes

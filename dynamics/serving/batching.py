@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
@@ -54,7 +54,8 @@ class Job:
 
 
 class BatchingWorker:
-    """Lives on one event loop: :meth:`run` is its task, :meth:`answer` is awaited by the request handlers."""
+    """Lives on one event loop: :meth:`run` is its task; the request handlers await :meth:`predict` and
+    :meth:`step`."""
 
     def __init__(self, service: DynamicsService, batch_rows: int, max_wait_ms: float) -> None:
         self.service = service
@@ -76,7 +77,13 @@ class BatchingWorker:
         finally:
             self._arriving -= 1
 
-    async def answer(self, kind: Kind, request: ModelRequest) -> Prediction | ModelStep:
+    async def predict(self, request: ModelRequest) -> Prediction:
+        return cast(Prediction, await self._queued("predict", request))
+
+    async def step(self, request: ModelRequest) -> ModelStep:
+        return cast(ModelStep, await self._queued("step", request))
+
+    async def _queued(self, kind: Kind, request: ModelRequest) -> Prediction | ModelStep:
         job = Job(kind, request, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(job)
         return await job.answer

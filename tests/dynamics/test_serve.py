@@ -478,6 +478,34 @@ class SlowService:
         return self.service.predict(*args, **kwargs)
 
 
+class BrokenPredictions:
+    """A service whose predictions fail unexpectedly; its steps work."""
+
+    def __init__(self, service) -> None:
+        self.key, self.meta, self.device, self.step_segments = (
+            service.key,
+            service.meta,
+            service.device,
+            service.step_segments,
+        )
+
+    def predict(self, *args, **kwargs):
+        raise RuntimeError("the model broke")
+
+
+def test_a_model_failure_is_a_500_in_one_line_and_the_server_keeps_serving(service, small_data):
+    server = DynamicsServer(BrokenPredictions(service), ServeConfig(host=LOOPBACK, port=0)).start()
+    try:
+        assert post(server.url + "/v1/predict", _valid(small_data)) == (
+            500,
+            {"error": "internal error: RuntimeError: the model broke"},
+        )
+        status, answer = post(server.url + "/v1/step", {**_valid(small_data), "seed": 1})
+        assert status == 200 and len(answer["rewards"]) == 2
+    finally:
+        server.stop()
+
+
 def test_stop_finishes_in_flight_requests_and_closes_idle_connections(service, small_data):
     slow = SlowService(service, seconds=0.5)
     server = DynamicsServer(slow, ServeConfig(host=LOOPBACK, port=0)).start()
