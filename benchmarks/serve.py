@@ -191,12 +191,16 @@ def scenario(
         max_wait_ms=max_wait_ms,
         requests_per_forward_pass=round(answered / max(passes, 1), 2),
         server_cpu_ms_per_request=round(1000 * cpu_seconds / result["requests"], 3),
+        # CPUs' worth of time the server got: on a machine shared with other work, a server with more
+        # runnable threads gets a larger share of the CPUs, which shows in its wall-clock figures
+        server_cpu_share=round(cpu_seconds / result["seconds"], 2),
         server_exit_code=exit_code,
     )
     print(
         f"{source.name:>10s} {kind:7s} clients={clients} wait={max_wait_ms}ms: {result['requests_per_second']} req/s, "
         f"p50 {result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms, "
-        f"{result['requests_per_forward_pass']} req/forward, server CPU {result['server_cpu_ms_per_request']} ms/req, "
+        f"{result['requests_per_forward_pass']} req/forward, server CPU {result['server_cpu_ms_per_request']} ms/req "
+        f"(share {result['server_cpu_share']}), "
         f"errors {result['errors']}",
         flush=True,
     )

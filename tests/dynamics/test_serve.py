@@ -614,6 +614,8 @@ def test_cli_refuses_a_public_host_without_a_token_a_bad_port_and_a_taken_one(se
     assert "refusing to serve on non-loopback host" in capsys.readouterr().err
     assert main([*serve, "--port", "70000"]) == 2
     assert capsys.readouterr().err == "error: --port must be in 0..65535 (0 picks a free port), got 70000\n"
+    assert main([*serve, "--torch-threads", "0"]) == 2
+    assert capsys.readouterr().err == "error: --torch-threads must be >= 1, got 0\n"
     with socket.create_server((LOOPBACK, 0)) as taken:
         assert main([*serve, "--port", str(taken.getsockname()[1])]) == 2
     error = capsys.readouterr().err

@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout,
     )
     check_bind_allowed(config)  # before loading the model: fail fast
+    if args.torch_threads < 1:
+        raise ConfigError(f"--torch-threads must be >= 1, got {args.torch_threads}")
     configure_logging(args.log_level)
     torch.set_num_threads(args.torch_threads)
     service = DynamicsService.load(args.key, store=args.store, device=select_device(args.device))
