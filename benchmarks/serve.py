@@ -11,11 +11,15 @@ Each scenario reports requests/s, rows/s, p50/p99/mean latency, errors and the
 server's requests per forward pass (from /v1/info). For reference, the
 in-process ``DynamicsService.predict`` time for one request's rows.
 
+``--baseline DIR`` also serves the same model from another source tree (e.g. an
+earlier commit: ``git archive <commit> | tar -x -C DIR``) and runs every scenario
+on both servers alternately, so that a machine loaded by other work weighs on both alike.
+
 The model is the default ensemble architecture (7 members, 4 x 200) trained
 for 2 epochs on the embedded InvertedPendulum dataset in a temporary store
 (serving cost does not depend on how well it fits), unless --key is given.
 
-    /work/venv/bin/python benchmarks/serve.py [--key KEY --store DIR] [--clients 8 --requests 200 --rows 4]
+    python benchmarks/serve.py [--key KEY --store DIR] [--clients 8 --requests 200 --rows 4] [--baseline DIR]
 
 Writes benchmarks/results/serve.json.
 """
@@ -44,6 +48,7 @@ from dynamics.client import DynamicsClient
 from dynamics.service import DynamicsService
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve.json"
+SOURCE = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
 
 
@@ -59,9 +64,9 @@ def train_benchmark_model(folder: Path) -> tuple[str, str]:
 
 
 class ServerProcess:
-    """`mbrl dynamics serve` on a free loopback port, stopped with SIGTERM."""
+    """`mbrl dynamics serve` of the source tree ``source`` on a free loopback port, stopped with SIGTERM."""
 
-    def __init__(self, key: str, store: str, max_wait_ms: float) -> None:
+    def __init__(self, source: Path, key: str, store: str, max_wait_ms: float) -> None:
         command = [
             sys.executable,
             "-m",
@@ -82,12 +87,19 @@ class ServerProcess:
             "--log-level",
             "warning",
         ]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        environment = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=source, env=environment)
         line = self.process.stdout.readline()
         if " at " not in line:
             self.process.kill()
             raise RuntimeError(f"server did not start: {line!r}")
         self.url = line.rsplit(" at ", 1)[1].strip()
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (Linux): a cost per request that the
+        machine's other load does not inflate the way it inflates wall-clock latency."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -151,14 +163,24 @@ def drive(
 
 
 def scenario(
-    key: str, store: str, max_wait_ms: float, kind: str, clients: int, requests_each: int, rows: int, inputs
+    source: Path,
+    key: str,
+    store: str,
+    max_wait_ms: float,
+    kind: str,
+    clients: int,
+    requests_each: int,
+    rows: int,
+    inputs,
 ) -> dict:
-    server = ServerProcess(key, store, max_wait_ms)
+    server = ServerProcess(source, key, store, max_wait_ms)
     try:
         drive(server.url, kind, clients, 20, rows, inputs)  # warm-up
         with DynamicsClient(server.url) as client:
             before = client.info()["stats"]
+        cpu_before = server.cpu_seconds()
         result = drive(server.url, kind, clients, requests_each, rows, inputs)
+        cpu_seconds = server.cpu_seconds() - cpu_before
         with DynamicsClient(server.url) as client:
             after = client.info()["stats"]
     finally:
@@ -168,13 +190,18 @@ def scenario(
     result.update(
         max_wait_ms=max_wait_ms,
         requests_per_forward_pass=round(answered / max(passes, 1), 2),
+        server_cpu_ms_per_request=round(1000 * cpu_seconds / result["requests"], 3),
+        # CPUs' worth of time the server got: on a machine shared with other work, a server with more
+        # runnable threads gets a larger share of the CPUs, which shows in its wall-clock figures
+        server_cpu_share=round(cpu_seconds / result["seconds"], 2),
         server_exit_code=exit_code,
     )
     print(
-        f"{kind:7s} clients={clients} wait={max_wait_ms}ms: {result['requests_per_second']} req/s, p50 "
-        f"{result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms, "
-        f"{result['requests_per_forward_pass']} "
-        f"req/forward, errors {result['errors']}",
+        f"{source.name:>10s} {kind:7s} clients={clients} wait={max_wait_ms}ms: {result['requests_per_second']} req/s, "
+        f"p50 {result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms, "
+        f"{result['requests_per_forward_pass']} req/forward, server CPU {result['server_cpu_ms_per_request']} ms/req "
+        f"(share {result['server_cpu_share']}), "
+        f"errors {result['errors']}",
         flush=True,
     )
     return result
@@ -199,6 +226,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=200, help="requests per client")
     parser.add_argument("--rows", type=int, default=4, help="rows per request")
+    parser.add_argument(
+        "--baseline", default=None, help="another source tree whose server runs every scenario too, alternately"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="times every scenario is run (per server)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     load_at_start = os.getloadavg()
@@ -211,15 +242,22 @@ def main() -> None:
             torch.randn(10_000, obs_dim, generator=generator) * 0.1,
             torch.rand(10_000, act_dim, generator=generator) * 2 - 1,
         )
-        scenarios = [
-            scenario(key, store, 2.0, "predict", 1, args.requests * 2, args.rows, inputs),
-            scenario(key, store, 0.0, "predict", args.clients, args.requests, args.rows, inputs),
-            scenario(key, store, 2.0, "predict", args.clients, args.requests, args.rows, inputs),
-            scenario(key, store, 2.0, "step", args.clients, args.requests, args.rows, inputs),
+        settings = [  # (max_wait_ms, kind, clients, requests per client)
+            (2.0, "predict", 1, args.requests * 2),
+            (0.0, "predict", args.clients, args.requests),
+            (2.0, "predict", args.clients, args.requests),
+            (2.0, "step", args.clients, args.requests),
         ]
+        sources = {"this": SOURCE, **({"baseline": Path(args.baseline).resolve()} if args.baseline else {})}
+        runs: dict[str, list[dict]] = {name: [] for name in sources}
+        for round_index in range(args.rounds):
+            for max_wait_ms, kind, clients, requests_each in settings:
+                for name, source in sources.items():  # alternately, so that the machine's load weighs on both
+                    result = scenario(source, key, store, max_wait_ms, kind, clients, requests_each, args.rows, inputs)
+                    runs[name].append({"round": round_index, **result})
         config = service.config
         results = {
-            "command": " ".join(["/work/venv/bin/python", "benchmarks/serve.py", *sys.argv[1:]]),
+            "command": " ".join(["python", "benchmarks/serve.py", *sys.argv[1:]]),
             "machine": {
                 "cpus": os.cpu_count(),
                 "load_average_at_start": [round(x, 2) for x in load_at_start],
@@ -235,11 +273,14 @@ def main() -> None:
                 "hidden": [config.hidden_dim] * config.hidden_layers,
             },
             "server": (
-                "stdlib ThreadingHTTPServer, --torch-threads 1, separate process; clients: threads of this process"
+                "FastAPI + uvicorn (httptools, uvloop), --torch-threads 1, separate process; clients: threads of "
+                "this process"
             ),
             "in_process_predict_ms_per_request": in_process_ms(service, inputs, args.rows),
-            "scenarios": scenarios,
+            "scenarios": runs["this"],
         }
+        if args.baseline:
+            results["baseline"] = {"source": str(sources["baseline"]), "scenarios": runs["baseline"]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
     print(f"wrote {RESULTS}")

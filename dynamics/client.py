@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 import torch
 
-from dynamics.server import TOKEN_ENV
 from dynamics.service import ModelStep, Prediction
-from dynamics.wire import (
+from dynamics.serving.config import TOKEN_ENV
+from dynamics.serving.wire import (
     concat_predictions,
     concat_steps,
     decode_prediction,
@@ -94,22 +94,24 @@ class DynamicsClient:
         """A model step sampled on the server from ``seed``, or from seeds drawn from ``generator``
         (one per block when the rows exceed the server's per-request limit)."""
         blocks = self._blocks(observations, actions)
-        if seed is not None and len(blocks) > 1:
-            raise MbrlError(
-                f"step with an explicit seed must fit one request ({self.info()['limits']['max_request_rows']} rows); "
-                "pass a generator instead to split it"
-            )
-        if seed is None and generator is None:
-            raise MbrlError("step needs a generator or a seed (the server samples reproducibly from a seed)")
-        parts = []
-        for obs, act in blocks:
-            block_seed = seed if seed is not None else _draw_seed(generator)
-            parts.append(
-                decode_step(
-                    self._request("POST", "/v1/step", {"observations": obs, "actions": act, "seed": block_seed}),
-                    self.device,
+        if seed is not None:
+            if len(blocks) > 1:
+                raise MbrlError(
+                    f"step with an explicit seed must fit one request ({self.info()['limits']['max_request_rows']} "
+                    "rows); pass a generator instead to split it"
                 )
+            seeds = [seed]
+        elif generator is not None:
+            seeds = [_draw_seed(generator) for _ in blocks]
+        else:
+            raise MbrlError("step needs a generator or a seed (the server samples reproducibly from a seed)")
+        parts = [
+            decode_step(
+                self._request("POST", "/v1/step", {"observations": obs, "actions": act, "seed": block_seed}),
+                self.device,
             )
+            for (obs, act), block_seed in zip(blocks, seeds)
+        ]
         return concat_steps(parts)
 
     def _blocks(self, observations, actions) -> list[tuple[list, list]]:

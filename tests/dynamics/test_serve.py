@@ -1,10 +1,12 @@
 """The dynamics HTTP server: answers equal the in-process service, every bad input is a 4xx the server
-survives, tokens, concurrent clients batched into shared forward passes, graceful shutdown, the CLI."""
+survives, tokens, idle and slow connections, concurrent clients batched into shared forward passes,
+graceful shutdown, the CLI (with and without the serve extra)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,10 +21,13 @@ import torch
 
 from dynamics.client import DynamicsClient, RemoteError
 from dynamics.rollouts import branched_rollouts
-from dynamics.server import DynamicsServer, ServeConfig, check_bind_allowed, read_token
 from dynamics.service import DynamicsService
+from dynamics.serving.config import ServeConfig, check_bind_allowed
+from dynamics.serving.server import DynamicsServer
 from dynamics.uncertainty import FEATURE_NAMES
 from mbrl_core.errors import ConfigError, MbrlError
+from workflows.cli import main
+from workflows.commands.dynamics_serve import read_token
 
 TINY = {
     "ensemble_size": 3,
@@ -35,6 +40,7 @@ TINY = {
 }
 MAX_ROWS = 64
 LOOPBACK = "127.0.0.1"
+JSON = "application/json"
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +184,11 @@ def _valid(data, count: int = 2) -> dict:
 
 BAD_REQUESTS = [
     # (name, path, body builder(data) -> bytes or JSON-able, content type, status, reason pattern)
-    ("bad json", "/v1/predict", lambda d: b'{"observations": [[0, 0', "application/json", 400, "not valid JSON"),
-    ("not an object", "/v1/predict", lambda d: [1, 2], "application/json", 400, "must be a JSON object"),
+    ("bad json", "/v1/predict", lambda d: b'{"observations": [[0, 0', JSON, 400, "not valid JSON"),
+    ("deep nesting", "/v1/predict", lambda d: b'{"observations": ' + b"[" * 100_000, JSON, 400, "recursion limit"),
+    ("deep nesting, closed", "/v1/step", lambda d: b"[" * 5_000 + b"]" * 5_000, JSON, 400, "recursion limit"),
+    ("not an object", "/v1/predict", lambda d: [1, 2], JSON, 400, "must be a JSON object, got list"),
+    ("not utf-8", "/v1/predict", lambda d: b"\xff\xfe", JSON, 400, "not valid JSON"),
     (
         "wrong content type",
         "/v1/predict",
@@ -188,59 +197,39 @@ BAD_REQUESTS = [
         415,
         "Content-Type must be application/json",
     ),
-    (
-        "missing actions",
-        "/v1/predict",
-        lambda d: {"observations": [[0.0] * 4]},
-        "application/json",
-        400,
-        "missing field 'actions'",
-    ),
+    ("missing actions", "/v1/predict", lambda d: {"observations": [[0.0] * 4]}, JSON, 400, "missing field 'actions'"),
     (
         "wrong obs width",
         "/v1/predict",
         lambda d: {**_valid(d), "observations": [[0.0] * 3] * 2},
-        "application/json",
+        JSON,
         400,
-        r"observations must have shape \[rows, 4\], got \[2, 3\]",
+        r"observations must have shape \[rows, 4\]: row 0 has 3 numbers",
     ),
     (
         "one-dimensional",
         "/v1/predict",
         lambda d: {**_valid(d, 1), "observations": [0.0] * 4},
-        "application/json",
+        JSON,
         400,
-        r"got \[4\]",
+        r"shape \[rows, 4\]: row 0 is 0.0, not a list",
     ),
-    (
-        "three-dimensional",
-        "/v1/predict",
-        lambda d: {**_valid(d, 1), "actions": [[[0.0]]]},
-        "application/json",
-        400,
-        r"got \[1, 1, 1\]",
-    ),
+    ("three-dimensional", "/v1/predict", lambda d: {**_valid(d, 1), "actions": [[[0.0]]]}, JSON, 400, "numbers only"),
     (
         "ragged rows",
         "/v1/predict",
         lambda d: {**_valid(d), "observations": [[0.0] * 4, [0.0] * 3]},
-        "application/json",
+        JSON,
         400,
-        "rows of 4 numbers",
+        "row 1 has 3 numbers",
     ),
-    (
-        "strings",
-        "/v1/predict",
-        lambda d: {**_valid(d, 1), "actions": [["0.5"]]},
-        "application/json",
-        400,
-        "numbers only",
-    ),
+    ("strings", "/v1/predict", lambda d: {**_valid(d, 1), "actions": [["0.5"]]}, JSON, 400, "numbers only"),
+    ("booleans", "/v1/predict", lambda d: {**_valid(d, 1), "actions": [[True]]}, JSON, 400, "numbers only"),
     (
         "nan",
         "/v1/predict",
         lambda d: b'{"observations": [[0,0,0,0],[0,NaN,0,0]], "actions": [[0],[0]]}',
-        "application/json",
+        JSON,
         400,
         "observations row 1 contains NaN or infinity",
     ),
@@ -248,77 +237,38 @@ BAD_REQUESTS = [
         "infinity",
         "/v1/step",
         lambda d: {**_valid(d), "actions": [[0.0], [1e999]], "seed": 0},
-        "application/json",
+        JSON,
         400,
-        "actions row 1",
+        "actions row 1 contains NaN or infinity",
     ),
     (
         "beyond float32",
         "/v1/predict",
-        lambda d: {**_valid(d, 1), "actions": [[1e39]]},
-        "application/json",
+        lambda d: {**_valid(d, 1), "actions": [[-1e39]]},
+        JSON,
         400,
-        "actions row 0",
+        "actions row 0 holds -1e[+]39, beyond float32's range",
     ),
     (
         "row counts differ",
         "/v1/predict",
         lambda d: {**_valid(d, 3), "actions": [[0.0]]},
-        "application/json",
+        JSON,
         400,
         "3 rows but actions has 1",
     ),
-    ("empty", "/v1/predict", lambda d: {"observations": [], "actions": []}, "application/json", 400, "non-empty list"),
-    (
-        "too many rows",
-        "/v1/predict",
-        lambda d: _valid(d, MAX_ROWS + 1),
-        "application/json",
-        413,
-        f"limit of {MAX_ROWS}",
-    ),
-    (
-        "unknown field",
-        "/v1/predict",
-        lambda d: {**_valid(d), "seed": 1},
-        "application/json",
-        400,
-        "unknown field.*seed",
-    ),
-    (
-        "per_member not bool",
-        "/v1/predict",
-        lambda d: {**_valid(d), "per_member": "yes"},
-        "application/json",
-        400,
-        "per_member",
-    ),
-    ("step without seed", "/v1/step", lambda d: _valid(d), "application/json", 400, "missing field 'seed'"),
-    (
-        "negative seed",
-        "/v1/step",
-        lambda d: {**_valid(d), "seed": -1},
-        "application/json",
-        400,
-        "seed must be an integer",
-    ),
-    (
-        "float seed",
-        "/v1/step",
-        lambda d: {**_valid(d), "seed": 1.5},
-        "application/json",
-        400,
-        "seed must be an integer",
-    ),
-    (
-        "bool seed",
-        "/v1/step",
-        lambda d: {**_valid(d), "seed": True},
-        "application/json",
-        400,
-        "seed must be an integer",
-    ),
-    ("unknown path", "/v1/nope", lambda d: _valid(d), "application/json", 404, "no endpoint /v1/nope"),
+    ("empty", "/v1/predict", lambda d: {"observations": [], "actions": []}, JSON, 400, "non-empty list"),
+    ("rows not a list", "/v1/predict", lambda d: {**_valid(d), "actions": {"a": 1}}, JSON, 400, "non-empty list"),
+    ("too many rows", "/v1/predict", lambda d: _valid(d, MAX_ROWS + 1), JSON, 413, f"limit of {MAX_ROWS}"),
+    ("unknown field", "/v1/predict", lambda d: {**_valid(d), "seed": 1}, JSON, 400, "unknown field.*seed"),
+    ("per_member not bool", "/v1/predict", lambda d: {**_valid(d), "per_member": "yes"}, JSON, 400, "per_member"),
+    ("step without seed", "/v1/step", lambda d: _valid(d), JSON, 400, "missing field 'seed'"),
+    ("negative seed", "/v1/step", lambda d: {**_valid(d), "seed": -1}, JSON, 400, "seed must be an integer"),
+    ("float seed", "/v1/step", lambda d: {**_valid(d), "seed": 1.5}, JSON, 400, "seed must be an integer"),
+    ("bool seed", "/v1/step", lambda d: {**_valid(d), "seed": True}, JSON, 400, "seed must be an integer"),
+    ("seed beyond 2**64", "/v1/step", lambda d: {**_valid(d), "seed": 2**64}, JSON, 400, "seed must be an integer"),
+    ("unknown path", "/v1/nope", lambda d: _valid(d), JSON, 404, "no endpoint /v1/nope"),
+    ("wrong method", "/health", lambda d: _valid(d), JSON, 405, "/health takes GET, not POST"),
 ]
 
 
@@ -331,26 +281,32 @@ def test_every_bad_request_is_a_4xx_and_the_server_keeps_answering(
     got, answer = post(server.url + path, build(small_data), content_type)
     assert got == status and list(answer) == ["error"]
     assert "\n" not in answer["error"]
-    assert __import__("re").search(reason, answer["error"]), answer["error"]
+    assert re.search(reason, answer["error"]), answer["error"]
     assert client.predict(*rows(small_data, 3)).next_observations.shape == (3, 4)
 
 
+def test_the_largest_seed_is_taken(server, service, small_data):
+    obs, act = rows(small_data, 2)
+    status, answer = post(server.url + "/v1/step", {**_valid(small_data), "seed": 2**64 - 1})
+    assert status == 200
+    local = service.step(obs, act, torch.Generator().manual_seed(2**64 - 1))
+    assert torch.equal(torch.tensor(answer["next_observations"]), local.next_observations)
+
+
 def test_transport_refusals_are_4xx_too(server, client, small_data):
+    port = server.port
     assert get(server.url + "/v1/predict")[0] == 405
-    host, port = LOOPBACK, server.server_address[1]
     # a body announced larger than the limit is refused before it is read
-    assert _raw(
-        host,
-        port,
-        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
-        b"999999999\r\n\r\n{}",
-    ).startswith(b"HTTP/1.1 413")
-    chunked = (
-        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    announced = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\n\r\n{}"
     )
-    assert _raw(host, port, chunked).startswith(b"HTTP/1.1 411")
-    assert _raw(host, port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert _raw(port, announced).startswith(b"HTTP/1.1 413")
+    # a chunked body is read chunk by chunk, and refused once it outgrows the limit
+    valid = json.dumps(_valid(small_data)).encode()
+    assert _raw(port, _chunked([valid[:10], valid[10:]])).startswith(b"HTTP/1.1 200")
+    limit = client.info()["limits"]["max_body_bytes"]
+    assert _raw(port, _chunked([b" " * (1 << 20)] * (limit // (1 << 20) + 1))).startswith(b"HTTP/1.1 413")
+    assert _raw(port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
     # the client turns a refusal into one clear error
     with pytest.raises(RemoteError, match="404 no endpoint /v2/predict") as error:
         client._request("POST", "/v2/predict", {})
@@ -358,35 +314,79 @@ def test_transport_refusals_are_4xx_too(server, client, small_data):
     assert client.health() == {"status": "ok"}
 
 
-def _raw(host: str, port: int, data: bytes) -> bytes:
-    with socket.create_connection((host, port), timeout=10) as connection:
+def _chunked(chunks: list[bytes]) -> bytes:
+    head = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    return head + b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n"
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    with socket.create_connection((LOOPBACK, port), timeout=10) as connection:
         connection.sendall(data)
         return connection.recv(65536)
 
 
-def test_token_is_required_except_for_health(service, small_data):
+def test_the_schema_and_its_docs_page_are_served(server):
+    status, schema = get(server.url + "/openapi.json")
+    assert status == 200 and set(schema["paths"]) == {"/health", "/v1/info", "/v1/predict", "/v1/step"}
+    body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    rows_schema = body["properties"]["observations"]
+    assert rows_schema["maxItems"] == MAX_ROWS and rows_schema["items"]["minItems"] == 4
+    with urllib.request.urlopen(server.url + "/docs", timeout=30) as page:
+        assert page.status == 200 and b"/openapi.json" in page.read()
+
+
+def test_token_is_required_except_for_health_and_the_scheme_is_case_insensitive(service, small_data):
     server = DynamicsServer(service, ServeConfig(host=LOOPBACK, port=0, token="s3cret")).start()
     try:
         assert get(server.url + "/health")[0] == 200
-        assert get(server.url + "/v1/info")[0] == 401
-        assert get(server.url + "/v1/info", {"Authorization": "Bearer wrong"})[0] == 401
-        assert (
-            post(server.url + "/v1/predict", _valid(small_data), headers={"Authorization": "Bearer s3cret"})[0] == 200
+        assert get(server.url + "/v1/info") == (
+            401,
+            {"error": "missing or wrong bearer token (send 'Authorization: Bearer <token>')"},
         )
+        for refused in ("Bearer wrong", "Basic s3cret", "s3cret", "Bearer", "Bearer s3cret2", "Bearer é"):
+            assert get(server.url + "/v1/info", {"Authorization": refused})[0] == 401, refused
+        for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+            headers = {"Authorization": f"{scheme} s3cret"}
+            assert post(server.url + "/v1/predict", _valid(small_data), headers=headers)[0] == 200, scheme
         with pytest.raises(RemoteError, match="401 missing or wrong bearer token"):
             DynamicsClient(server.url).predict(*rows(small_data, 2))
         assert DynamicsClient(server.url, token="s3cret").predict(*rows(small_data, 2)).rewards.shape == (2,)
+        request = urllib.request.Request(server.url + "/v1/info")
+        with pytest.raises(urllib.error.HTTPError) as refusal:
+            urllib.request.urlopen(request, timeout=30)
+        assert refusal.value.headers["WWW-Authenticate"] == "Bearer"
     finally:
         server.stop()
 
 
-def test_non_loopback_host_needs_a_token_or_insecure():
-    with pytest.raises(ConfigError, match="refusing to serve on non-loopback host '0.0.0.0' without a token"):
-        check_bind_allowed(ServeConfig(host="0.0.0.0"))
+def test_non_loopback_host_needs_a_token():
+    for host in ("0.0.0.0", "::", "192.168.1.7", "example.com"):
+        with pytest.raises(ConfigError, match=f"refusing to serve on non-loopback host '{host}' without a token"):
+            check_bind_allowed(ServeConfig(host=host))
     check_bind_allowed(ServeConfig(host="0.0.0.0", token="t"))
-    check_bind_allowed(ServeConfig(host="0.0.0.0", insecure=True))
     for loopback in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
         check_bind_allowed(ServeConfig(host=loopback))
+
+
+def test_settings_are_checked_where_they_are_built():
+    for port in (-1, 65536, 70000):
+        with pytest.raises(ConfigError, match=f"--port must be in 0..65535 .*got {port}"):
+            ServeConfig(port=port)
+    with pytest.raises(ConfigError, match="token is empty"):
+        ServeConfig(token=" ")
+    with pytest.raises(ConfigError, match="max_request_rows must be >= 1"):
+        ServeConfig(max_request_rows=0)
+    with pytest.raises(ConfigError, match="max_wait_ms must be >= 0"):
+        ServeConfig(max_wait_ms=float("nan"))
+
+
+def test_a_taken_port_is_one_line(service):
+    with socket.create_server((LOOPBACK, 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot bind {LOOPBACK}:{port}: "):
+            DynamicsServer(service, ServeConfig(host=LOOPBACK, port=port))
 
 
 def test_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
@@ -395,8 +395,6 @@ def test_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
     assert read_token(str(tmp_path / "token")) == "from-file" and read_token(None) == "from-env"
     with pytest.raises(ConfigError, match="cannot read --token-file"):
         read_token(str(tmp_path / "missing"))
-    with pytest.raises(ConfigError, match="token is empty"):
-        ServeConfig(token=" ")
 
 
 # ---------------------------------------------------------------------- load and shutdown
@@ -471,12 +469,41 @@ class SlowService:
 
     def __init__(self, service, seconds: float) -> None:
         self.service, self.seconds, self.meta, self.device = service, seconds, service.meta, service.device
+        self.key = service.key
         self.started = threading.Event()
 
     def predict(self, *args, **kwargs):
         self.started.set()
         time.sleep(self.seconds)
         return self.service.predict(*args, **kwargs)
+
+
+class BrokenPredictions:
+    """A service whose predictions fail unexpectedly; its steps work."""
+
+    def __init__(self, service) -> None:
+        self.key, self.meta, self.device, self.step_segments = (
+            service.key,
+            service.meta,
+            service.device,
+            service.step_segments,
+        )
+
+    def predict(self, *args, **kwargs):
+        raise RuntimeError("the model broke")
+
+
+def test_a_model_failure_is_a_500_in_one_line_and_the_server_keeps_serving(service, small_data):
+    server = DynamicsServer(BrokenPredictions(service), ServeConfig(host=LOOPBACK, port=0)).start()
+    try:
+        assert post(server.url + "/v1/predict", _valid(small_data)) == (
+            500,
+            {"error": "internal error: RuntimeError: the model broke"},
+        )
+        status, answer = post(server.url + "/v1/step", {**_valid(small_data), "seed": 1})
+        assert status == 200 and len(answer["rewards"]) == 2
+    finally:
+        server.stop()
 
 
 def test_stop_finishes_in_flight_requests_and_closes_idle_connections(service, small_data):
@@ -496,19 +523,47 @@ def test_stop_finishes_in_flight_requests_and_closes_idle_connections(service, s
     assert answer["result"][0] == 200 and len(answer["result"][1]["rewards"]) == 2
     assert time.perf_counter() - started < 5  # the idle connection did not hold the shutdown
     with pytest.raises(ConnectionRefusedError):
-        socket.create_connection((LOOPBACK, server.server_address[1]), timeout=5)
+        socket.create_connection((LOOPBACK, server.port), timeout=5)
 
 
-def test_connection_limit_and_idle_timeout(service, small_data):
-    server = DynamicsServer(service, ServeConfig(host=LOOPBACK, port=0, max_connections=1, idle_timeout=0.3)).start()
+def test_idle_and_slowly_sending_connections_do_not_deny_service(service, small_data):
+    server = DynamicsServer(service, ServeConfig(host=LOOPBACK, port=0, max_wait_ms=1.0)).start()
+    partial_head = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Ty"
+    partial_body = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    hoarders: list[socket.socket] = []
     try:
-        first = DynamicsClient(server.url)
-        assert first.health() == {"status": "ok"}  # holds the only connection, kept alive
-        with pytest.raises(RemoteError, match="503 too many connections") as error:
-            DynamicsClient(server.url).health()
-        assert error.value.status == 503
-        time.sleep(0.8)  # the server closes the idle connection; the client resends on a new one
-        assert first.predict(*rows(small_data, 2)).rewards.shape == (2,)
+        for first_bytes in (b"", partial_head, partial_body):  # idle, slow headers, slow body
+            for _ in range(40):
+                connection = socket.create_connection((LOOPBACK, server.port), timeout=10)
+                connection.sendall(first_bytes)
+                hoarders.append(connection)
+        with DynamicsClient(server.url, timeout=10) as client:
+            for start in range(0, 40, 4):
+                obs, act = rows(small_data, 4, start=start)
+                assert torch.equal(client.predict(obs, act).rewards, service.predict(obs, act).rewards)
+            for connection in hoarders[40:80]:  # the slow headers drip on; the service still answers
+                connection.sendall(b"pe: application/json\r\n")
+            assert client.health() == {"status": "ok"}
+    finally:
+        for connection in hoarders:
+            connection.close()
+        server.stop()
+
+
+def test_idle_kept_alive_connections_are_closed_and_the_client_resends(service, small_data):
+    server = DynamicsServer(service, ServeConfig(host=LOOPBACK, port=0, idle_timeout=1)).start()
+    try:
+        with socket.create_connection((LOOPBACK, server.port), timeout=10) as connection:
+            connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert connection.recv(65536).startswith(b"HTTP/1.1 200")
+            connection.settimeout(5)
+            assert connection.recv(65536) == b""  # closed by the server after a second of silence
+        client = DynamicsClient(server.url)
+        assert client.health() == {"status": "ok"}  # keeps its connection...
+        time.sleep(1.5)  # ...which the server closes; the client resends on a new one
+        assert client.predict(*rows(small_data, 2)).rewards.shape == (2,)
     finally:
         server.stop()
 
@@ -552,9 +607,36 @@ def test_cli_serves_logs_each_request_and_exits_0_on_sigterm(service, store, sma
     assert "POST /v1/predict 200 rows=5" in stderr
 
 
-def test_cli_refuses_a_public_host_without_a_token(service, store, capsys, monkeypatch):
-    from workflows.cli import main
-
+def test_cli_refuses_a_public_host_without_a_token_a_bad_port_and_a_taken_one(service, store, capsys, monkeypatch):
     monkeypatch.delenv("MBRL_SERVE_TOKEN", raising=False)
-    assert main(["dynamics", "serve", service.key, "--store", store, "--host", "0.0.0.0"]) == 2
+    serve = ["dynamics", "serve", service.key, "--store", store]
+    assert main([*serve, "--host", "0.0.0.0"]) == 2
     assert "refusing to serve on non-loopback host" in capsys.readouterr().err
+    assert main([*serve, "--port", "70000"]) == 2
+    assert capsys.readouterr().err == "error: --port must be in 0..65535 (0 picks a free port), got 70000\n"
+    assert main([*serve, "--torch-threads", "0"]) == 2
+    assert capsys.readouterr().err == "error: --torch-threads must be >= 1, got 0\n"
+    with socket.create_server((LOOPBACK, 0)) as taken:
+        assert main([*serve, "--port", str(taken.getsockname()[1])]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: cannot bind") and error.count("\n") == 1
+
+
+WITHOUT_THE_SERVE_EXTRA = """
+import sys
+for module in ("fastapi", "uvicorn", "starlette", "pydantic"):
+    sys.modules[module] = None  # `import fastapi` now fails as if it were not installed
+from workflows.cli import main
+import dynamics.client, dynamics.serving.wire, dynamics.serving.config
+print("list exit", main(["dynamics", "list", "--store", sys.argv[1]]))
+sys.exit(main(["dynamics", "serve", "somekey", "--store", sys.argv[1]]))
+"""
+
+
+def test_without_the_serve_extra_the_project_works_and_serve_says_how_to_install_it(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_THE_SERVE_EXTRA, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert "list exit 0" in done.stdout
+    assert done.stderr.count("\n") == 1 and 'pip install "mbrl-offline-suite[serve]"' in done.stderr

@@ -4,7 +4,7 @@ mbrl dynamics train --dataset <minari-id>   # trains, or says it is already trai
 mbrl dynamics list                           # every stored model
 mbrl dynamics show <key>                     # metrics, config, calibration, a plot of holdout error per member
 
-mbrl dynamics serve <key>                    # the HTTP service (dynamics.server)
+mbrl dynamics serve <key>                    # the HTTP service (workflows.commands.dynamics_serve)
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import json
 
 import yaml
 
-from dynamics import server
 from dynamics.artifacts import ArtifactStore
 from dynamics.quality import format_quality, plot_holdout_error
 from dynamics.service import DynamicsService
 from dynamics.termination import TerminationRule
 from mbrl_core.data import load_dataset
 from mbrl_core.errors import ArtifactError, ConfigError
+from workflows.commands import dynamics_serve
 
 HELP = "train, list and show pretrained dynamics ensembles (trained once per dataset, reused by MOPO/MOReL/COMBO)"
 
@@ -62,9 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             default=None,
             help="artifact folder (default: MBRL_DYNAMICS_STORE, else ~/.cache/mbrl-offline-suite/dynamics)",
         )
-    serve = subparsers.add_parser("serve", help=server.HELP, description=server.HELP)
-    server.add_arguments(serve)
-    serve.set_defaults(dynamics_handler=server.run)
+    serve = subparsers.add_parser("serve", help=dynamics_serve.HELP, description=dynamics_serve.HELP)
+    dynamics_serve.add_arguments(serve)
+    serve.set_defaults(dynamics_handler=dynamics_serve.run)
     parser.set_defaults(dynamics_parser=parser)
 
 
