@@ -157,18 +157,21 @@ class TrainBlocks:
         self.split, self.order = split, order
         self.batch_size, self.steps_per_block = batch_size, steps_per_block
 
-    def batch_ids(self) -> list[int]:
-        """This rank's batches of an epoch, in order."""
-        rank, world = rank_and_world()
-        n_batches = -(-self.order.rows.shape[1] // self.batch_size)
-        return list(range(rank, n_batches // world * world, world))
-
     def block_batch_ids(self) -> list[list[int]]:
-        """Batches grouped into blocks; the short last batch of an epoch is a block of its own."""
-        ids = self.batch_ids()
-        full = [b for b in ids if (b + 1) * self.batch_size <= self.order.rows.shape[1]]
-        blocks = [full[i : i + self.steps_per_block] for i in range(0, len(full), self.steps_per_block)]
-        return blocks + [[b] for b in ids if b not in full]
+        """This rank's batches of an epoch, grouped into blocks. Rank r takes batch j * world + r of
+        every round j; blocks are groups of rounds, the same on every rank (DDP needs every rank to
+        take as many steps per block), and the round holding the short last batch is a block of its own."""
+        rank, world = rank_and_world()
+        n_rows = self.order.rows.shape[1]
+        n_batches = -(-n_rows // self.batch_size)
+        rounds = n_batches // world  # a last incomplete round is left out, as every rank must step alike
+        short_last = n_rows % self.batch_size != 0 and rounds * world == n_batches
+        full_rounds = rounds - int(short_last)
+        blocks = [
+            [j * world + rank for j in range(first, min(first + self.steps_per_block, full_rounds))]
+            for first in range(0, full_rounds, self.steps_per_block)
+        ]
+        return blocks + ([[(rounds - 1) * world + rank]] if full_rounds < rounds else [])
 
     def __len__(self) -> int:
         return len(self.block_batch_ids())

@@ -72,8 +72,10 @@ class EnsembleLightningModule(L.LightningModule):
         inputs, targets = holdout
         out = self.ensemble(inputs)
         self.holdout_mse = member_mse(out.mean, targets).cpu()
-        self.log("holdout/mse_best_member", self.holdout_mse.min(), prog_bar=True, batch_size=len(inputs))
-        self.log("holdout/mse_mean", self.holdout_mse.mean(), batch_size=len(inputs))
+        # every rank holds the whole holdout and the same weights: the synced mean is the same value
+        size = len(inputs)
+        self.log("holdout/mse_best_member", self.holdout_mse.min(), prog_bar=True, batch_size=size, sync_dist=True)
+        self.log("holdout/mse_mean", self.holdout_mse.mean(), batch_size=size, sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # plain Adam: the per-layer L2 decay is part of the loss, as in MOPO

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from dynamics import datamodule
 from dynamics.config import DynamicsConfig, make_dynamics_config
 from dynamics.datamodule import MemberOrder, TrainBlocks, make_split, segment_ids
 from dynamics.ensemble import GaussianEnsemble, gaussian_nll, member_mse
@@ -168,3 +169,17 @@ def linear_episodes():
     from tests.dynamics.test_dynamics_service import linear_system_data
 
     return linear_system_data(transitions=1000, episode_length=37)
+
+
+@pytest.mark.parametrize("n_rows", [900, 896, 870])
+def test_under_ddp_every_rank_steps_alike_and_ranks_share_the_epoch(n_rows, monkeypatch):
+    """Rank r takes every world-th batch; each rank's blocks hold as many steps as every other rank's
+    (DDP all-reduces at every step: a rank stepping alone would hang), the short last batch alone."""
+    order = MemberOrder(n_rows, 2, bootstrap=False, seed=0)
+    per_rank = []
+    for rank in (0, 1):
+        monkeypatch.setattr(datamodule, "rank_and_world", lambda rank=rank: (rank, 2))
+        per_rank.append(TrainBlocks(None, order, batch_size=32, steps_per_block=4).block_batch_ids())
+    assert [len(block) for block in per_rank[0]] == [len(block) for block in per_rank[1]]
+    handed = sorted(b for blocks in per_rank for block in blocks for b in block)
+    assert handed == list(range(len(handed))) and len(handed) == -(-n_rows // 32) // 2 * 2
