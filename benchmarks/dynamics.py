@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 # this file is named like the `dynamics` package: drop its own folder from the import path
 sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
@@ -189,7 +190,7 @@ def main() -> None:
     flops_per_sample = _build_ensemble(
         make_dynamics_config(None), OBS_DIM, ACT_DIM, terminal_head=False
     ).flops_per_sample()
-    results = {
+    results: dict[str, Any] = {
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "forward_flops_per_sample_all_members": flops_per_sample,

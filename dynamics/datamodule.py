@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from typing import Any
 
 import lightning as L
 import torch
@@ -48,8 +49,11 @@ class TrainingSplit:
     obs_dim: int
 
     def to(self, device: torch.device | str) -> TrainingSplit:
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        return TrainingSplit(**{name: v.to(device) if torch.is_tensor(v) else v for name, v in moved.items()})
+        moved: dict[str, Any] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            moved[field.name] = value.to(device) if torch.is_tensor(value) else value
+        return TrainingSplit(**moved)
 
     def input_normalizer(self) -> Normalizer:
         """Mean/std of the training inputs; constant dims keep std 1 (as MBPO's scaler)."""

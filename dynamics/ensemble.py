@@ -31,6 +31,9 @@ class EnsembleOutput:
 
 
 class GaussianEnsemble(nn.Module):
+    input_mean: torch.Tensor  # buffers, declared for the type checker
+    input_std: torch.Tensor
+
     def __init__(
         self,
         input_dim: int,

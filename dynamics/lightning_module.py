@@ -18,10 +18,12 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.optimizer import LightningOptimizer
 
 from dynamics.config import DynamicsConfig
 from dynamics.datamodule import EnsembleDataModule, TrainBlock, TrainingSplit
@@ -59,6 +61,7 @@ class EnsembleLightningModule(L.LightningModule):
 
     def training_step(self, block: TrainBlock, block_idx: int) -> None:
         optimizer = self.optimizers()
+        assert isinstance(optimizer, LightningOptimizer)  # configure_optimizers returns one
         losses = []
         for step in range(block.steps):
             loss = self.loss(block.inputs[step], block.targets[step], block.terminals[step])
@@ -119,7 +122,8 @@ class MemberSnapshots(L.Callback):
         self.tracker = tracker
         self.states: dict[int, dict[str, torch.Tensor]] = {}
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, module: EnsembleLightningModule) -> None:
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        assert isinstance(module, EnsembleLightningModule)
         if trainer.sanity_checking:
             return
         for member in self.tracker.update(trainer.current_epoch, module.holdout_mse.tolist()):
@@ -181,7 +185,7 @@ def fit_ensemble(
     data = EnsembleDataModule(split, config)
     tracker = SnapshotTracker(ensemble.ensemble_size, config.improvement_threshold, config.patience)
     snapshots = MemberSnapshots(tracker)
-    options = {
+    options: dict[str, Any] = {
         "max_epochs": config.max_epochs,
         "max_time": timedelta(minutes=config.max_fit_minutes) if config.max_fit_minutes else None,
         "precision": LIGHTNING_PRECISION[config.precision],

@@ -237,6 +237,7 @@ class DynamicsService:
         elite_mean = out.mean[self._elite_index].mean(dim=0)
         next_observations = observations + elite_mean[:, :s]
         if self.termination.is_learned:
+            assert out.terminal_logit is not None  # a learned rule has the head
             terminals = (torch.sigmoid(out.terminal_logit[self._elite_index]).mean(dim=0) > 0.5).float()
         else:
             terminals = self.termination(next_observations)
@@ -280,6 +281,7 @@ class DynamicsService:
         sample = out.mean[chosen, rows] + stds[chosen, rows] * noise
         next_observations = observations + sample[:, :s]
         if self.termination.is_learned:
+            assert out.terminal_logit is not None  # a learned rule has the head
             terminals = (out.terminal_logit[chosen, rows] > 0).float()
         else:
             terminals = self.termination(next_observations)
@@ -298,7 +300,7 @@ class DynamicsService:
         ]
         return chosen, torch.randn((rows, width), generator=generator, device=self.device)
 
-    def _dataset_disagreement(self, data: TransitionData) -> dict[str, float]:
+    def _dataset_disagreement(self, data: TransitionData) -> dict[str, Any]:
         """MOReL's statistics of the disagreement over the dataset's (s, a): its max sets the HALT threshold."""
         values = []
         for obs, act in zip(data.observations.split(1 << 16), data.actions.split(1 << 16)):
