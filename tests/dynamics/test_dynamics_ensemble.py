@@ -162,6 +162,9 @@ def test_config_defaults_match_mopo_and_bad_values_are_refused():
     assert config.precision == "32" and make_dynamics_config({"precision": "bf16"}).precision == "bf16"
     with pytest.raises(ConfigError, match="precision must be one of 32, bf16, got 'fp8'"):
         make_dynamics_config({"precision": "fp8"})
+    assert config.max_fit_minutes is None  # the sources have no time cap; max_epochs is the safety bound
+    with pytest.raises(ConfigError, match="max_fit_minutes must be positive"):
+        make_dynamics_config({"max_fit_minutes": 0})
 
 
 @pytest.fixture(scope="module")
