@@ -8,11 +8,14 @@ data (obs 11, act 3), at 1 and 2 torch threads:
   = FLOPs/sample x samples/s / matmul rate;
 - training samples/s of the bare optimisation step (forward, backward, Adam;
   a sample = one transition seen by every member; FLOPs ~ 3x forward);
-and, at 2 threads, the wall clock of a full Lightning training to early stop
-on a 100k-transition SYNTHETIC Hopper-sized dataset (a random smooth nonlinear
-system, not MuJoCo data).
+- the same two rates under bf16 autocast (precision "bf16"), measured alternately
+  with float32 so a drifting machine moves both, and their ratio;
+and, at 2 threads (``--fit-threads``), the wall clock of a full Lightning training
+to early stop on a 100k-transition SYNTHETIC Hopper-sized dataset (a random smooth
+nonlinear system, not MuJoCo data), per precision. On a loaded machine, ``--fit-epochs N``
+times N epochs instead of the whole fit. Every figure is written with the load average.
 
-    /work/venv/bin/python benchmarks/dynamics.py [--skip-fit]
+    python benchmarks/dynamics.py [--skip-fit] [--fit-epochs N] [--fit-threads T] [--precisions 32 bf16]
 
 Writes benchmarks/results/dynamics.json.
 """
@@ -21,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 # this file is named like the `dynamics` package: drop its own folder from the import path
 sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
@@ -36,7 +41,7 @@ import torch
 
 from dynamics import service as service_module
 from dynamics.config import make_dynamics_config
-from dynamics.ensemble import gaussian_nll
+from dynamics.ensemble import gaussian_nll, precision_context
 from dynamics.service import DynamicsService, _build_ensemble
 from mbrl_core.data import DatasetInfo, TransitionData
 
@@ -59,19 +64,19 @@ def matmul_flops_per_second(size: int = 2048) -> float:
     return 2 * size**3 / best_time(lambda: torch.mm(a, b))
 
 
-def inference_rate(chunk_rows: int) -> float:
+def inference_rate(chunk_rows: int, precision: str = "32") -> float:
     ensemble = _build_ensemble(make_dynamics_config(None), OBS_DIM, ACT_DIM, terminal_head=False).eval()
     inputs = torch.randn(INFERENCE_BATCH, OBS_DIM + ACT_DIM)
 
     def forward():
-        with torch.no_grad():
+        with torch.no_grad(), precision_context(precision, inputs.device):
             for part in inputs.split(chunk_rows):
                 ensemble(part)
 
     return INFERENCE_BATCH / best_time(forward, repeats=3)
 
 
-def training_rate(steps: int = 30) -> float:
+def training_rate(steps: int = 30, precision: str = "32") -> float:
     config = make_dynamics_config(None)
     ensemble = _build_ensemble(config, OBS_DIM, ACT_DIM, terminal_head=False)
     optimizer = torch.optim.Adam(ensemble.parameters(), lr=config.learning_rate)
@@ -80,7 +85,8 @@ def training_rate(steps: int = 30) -> float:
 
     def step_loop():
         for _ in range(steps):
-            out = ensemble(inputs)
+            with precision_context(precision, inputs.device):
+                out = ensemble(inputs)
             loss = (
                 gaussian_nll(out.mean, out.logvar, targets).sum()
                 + ensemble.logvar_bound_loss(0.01)
@@ -127,39 +133,70 @@ def synthetic_hopper_data(transitions: int = 100_000, episode_length: int = 1000
     )
 
 
-def fit_to_early_stop() -> dict:
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def fit_to_early_stop(precision: str, max_epochs: int | None) -> dict:
+    """The whole fit (``max_epochs`` None) or its first ``max_epochs`` epochs."""
     data = synthetic_hopper_data()
+    settings = {"termination": "never", "precision": precision, **({"max_epochs": max_epochs} if max_epochs else {})}
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as store:
-        service = DynamicsService.fit(data, {"termination": "never"}, store=store, progress=False, accelerator="cpu")
+        service = DynamicsService.fit(data, settings, store=store, progress=False, accelerator="cpu")
     metrics = service.metrics
+    epochs = metrics["epochs"]  # epochs run (Lightning's current_epoch after the fit; the old "+ 1" over-counted)
     return {
         "dataset": "synthetic Hopper-sized (obs 11, act 3), 100k transitions, 100 episodes of 1000 steps",
+        "precision": precision,
         "threads": torch.get_num_threads(),
+        "load_average_before_after": [load_before, load_average()],
         "wall_clock_seconds": metrics["train_seconds"],
-        "epochs": metrics["epochs"] + 1,
+        "epochs": epochs,
+        "whole_fit": max_epochs is None,
         "stopped_early": metrics["stopped_early"],
-        "seconds_per_epoch": metrics["train_seconds"] / (metrics["epochs"] + 1),
-        "lightning_train_samples_per_second": (metrics["epochs"] + 1)
-        * metrics["train_transitions"]
-        / metrics["train_seconds"],
+        "seconds_per_epoch": metrics["train_seconds"] / epochs,
+        "lightning_train_samples_per_second": epochs * metrics["train_transitions"] / metrics["train_seconds"],
         "holdout_mse_elites": metrics["holdout_mse_elites"],
+    }
+
+
+def precision_rates(rounds: int = 2) -> dict:
+    """float32 and bf16 training and inference rates, alternated ``rounds`` times; the best of each."""
+    chunk = service_module.forward_chunk_rows(torch.device("cpu"))
+    rates: dict[str, dict[str, list[float]]] = {p: {"train": [], "inference": []} for p in ("32", "bf16")}
+    for _ in range(rounds):
+        for precision in ("32", "bf16"):
+            rates[precision]["train"].append(training_rate(precision=precision))
+            rates[precision]["inference"].append(inference_rate(chunk, precision=precision))
+    best = {p: {kind: max(values) for kind, values in kinds.items()} for p, kinds in rates.items()}
+    return {
+        "train_step_samples_per_second": {p: best[p]["train"] for p in best},
+        "inference_samples_per_second": {p: best[p]["inference"] for p in best},
+        "bf16_speedup_train": best["bf16"]["train"] / best["32"]["train"],
+        "bf16_speedup_inference": best["bf16"]["inference"] / best["32"]["inference"],
+        "load_average": load_average(),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-fit", action="store_true", help="skip the training-to-early-stop run")
+    parser.add_argument("--fit-epochs", type=int, default=None, help="time only this many epochs of the fit")
+    parser.add_argument("--fit-threads", type=int, default=2, help="torch threads of the fit")
+    parser.add_argument("--precisions", nargs="+", default=["32", "bf16"], help="precisions of the fit")
+    parser.add_argument("--skip-rates", action="store_true", help="skip the per-thread rate measurements")
     args = parser.parse_args()
     flops_per_sample = _build_ensemble(
         make_dynamics_config(None), OBS_DIM, ACT_DIM, terminal_head=False
     ).flops_per_sample()
-    results = {
+    results: dict[str, Any] = {
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "forward_flops_per_sample_all_members": flops_per_sample,
         "by_threads": {},
     }
-    for threads in (1, 2):
+    for threads in () if args.skip_rates else (1, 2):
         torch.set_num_threads(threads)
         matmul = matmul_flops_per_second()
         service_rows = service_module.forward_chunk_rows(torch.device("cpu"))
@@ -174,15 +211,20 @@ def main() -> None:
             "best_inference_flop_efficiency": flops_per_sample * max(chunks.values()) / matmul,
             "train_step_samples_per_second": train,
             "train_step_flop_efficiency": 3 * flops_per_sample * train / matmul,
+            "precision": precision_rates(),
+            "load_average": load_average(),
         }
         print(threads, json.dumps(results["by_threads"][str(threads)], indent=1))
+    if args.skip_rates:
+        del results["by_threads"]
     if not args.skip_fit:
-        torch.set_num_threads(2)
-        results["fit_to_early_stop"] = fit_to_early_stop()
+        torch.set_num_threads(args.fit_threads)
+        results["fit_to_early_stop"] = {p: fit_to_early_stop(p, args.fit_epochs) for p in args.precisions}
         print(json.dumps(results["fit_to_early_stop"], indent=1))
     out = Path(__file__).parent / "results" / "dynamics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**previous, **results}, indent=2))
     print(f"wrote {out}")
 
 

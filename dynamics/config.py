@@ -11,6 +11,7 @@ from mbrl_core.errors import ConfigError
 
 TERMINATION_CHOICES = ("auto", "never", "learned")
 MEMBER_CHOICES = ("all", "elites")
+PRECISION_CHOICES = ("32", "bf16")
 
 
 @dataclass
@@ -34,17 +35,22 @@ class DynamicsConfig:
     holdout_ratio: float = 0.2
     max_holdout: int = 1000
     holdout_segment: int = 10
-    # snapshot a member when its holdout MSE improves by more than this fraction;
-    # stop after `patience` epochs without any snapshot; never train more than max_epochs
+    # snapshot a member when its holdout MSE improves by more than this fraction; stop once more
+    # than `patience` epochs in a row snapshotted no member (MOPO's rule); max_epochs and the
+    # optional wall-clock max_fit_minutes are safety bounds the source does not have
     improvement_threshold: float = 0.01
     patience: int = 5
     max_epochs: int = 400
+    max_fit_minutes: float | None = None
     # MBPO trains each member on its own bootstrap resample of the training split
     bootstrap: bool = True
     # auto = the env's rule when known, else a learned head (data has terminals) or never
     termination: str = "auto"
     # members entering the uncertainty features: the official codes use all of them
     uncertainty_members: str = "all"
+    # "32" = float32; "bf16" = bfloat16 autocast for training and rollouts (float32 master weights,
+    # optimizer state, losses and outputs)
+    precision: str = "32"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -72,6 +78,13 @@ class DynamicsConfig:
                 f"dynamics.uncertainty_members must be one of {', '.join(MEMBER_CHOICES)}, got "
                 f"'{self.uncertainty_members}'"
             )
+        self.precision = str(self.precision)  # YAML reads 32 as a number
+        if self.precision not in PRECISION_CHOICES:
+            raise ConfigError(
+                f"dynamics.precision must be one of {', '.join(PRECISION_CHOICES)}, got '{self.precision}'"
+            )
+        if self.max_fit_minutes is not None and self.max_fit_minutes <= 0:
+            raise ConfigError(f"dynamics.max_fit_minutes must be positive (or null), got {self.max_fit_minutes}")
         if not 0.0 < self.holdout_ratio < 1.0 or self.max_holdout < 1 or self.holdout_segment < 1:
             raise ConfigError("dynamics holdout: need 0 < holdout_ratio < 1, max_holdout >= 1 and holdout_segment >= 1")
 

@@ -15,6 +15,7 @@ member (the learned termination head for unknown envs).
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,9 @@ class EnsembleOutput:
 
 
 class GaussianEnsemble(nn.Module):
+    input_mean: torch.Tensor  # buffers, declared for the type checker
+    input_std: torch.Tensor
+
     def __init__(
         self,
         input_dim: int,
@@ -74,6 +78,7 @@ class GaussianEnsemble(nn.Module):
             h = torch.baddbmm(bias, h, weight)
             if index < last:
                 h = F.silu(h, inplace=inplace)
+        h = h.float()  # under bf16 autocast the heads and every loss stay float32
         d = self.target_dim
         mean, raw_logvar = h[..., :d], h[..., d : 2 * d]
         logvar = self.max_logvar - F.softplus(self.max_logvar - raw_logvar)
@@ -106,6 +111,12 @@ class GaussianEnsemble(nn.Module):
     def flops_per_sample(self) -> int:
         """Multiply-add FLOPs of one forward pass of one input through all members."""
         return sum(2 * self.ensemble_size * w.shape[1] * w.shape[2] for w in self.weights)
+
+
+def precision_context(precision: str, device: torch.device) -> AbstractContextManager:
+    """The autocast of a DynamicsConfig.precision for inference: bfloat16 matmuls under "bf16"
+    (the weights stay float32), nothing under "32"."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _init_weight(ensemble_size: int, n_in: int, n_out: int) -> torch.Tensor:

@@ -1,14 +1,13 @@
-"""Training the ensemble with Lightning: the holdout split, the batch iterable,
-a thin LightningModule, the per-member snapshot / early-stopping callback and
-the fit function.
+"""Training the ensemble with Lightning: a thin LightningModule (loss, optimizer, logging), the
+per-member snapshot / early-stopping callback and the fit function. The data (holdout split,
+bootstrap batches) is the LightningDataModule of :mod:`dynamics.datamodule`.
 
-The recipe is MBPO/MOPO's (``bnn.py``): hold out min(20% of N, 1000)
-transitions; fit the input normalizer on the training split only; every member
-trains on its own bootstrap resample, reshuffled each epoch; loss = sum over
-members of the Gaussian NLL + 0.01 (sum max_lv - sum min_lv) + L2 decay; after
-each epoch a member's weights are snapshotted when its holdout MSE improves by
-more than 1%, training stops after 5 epochs without any snapshot, the snapshots
-are restored, and the elites are the members with the lowest holdout MSE.
+The recipe is MOPO's (tianheyu927/mopo, ``mopo/models/bnn.py``): fit the input normalizer on the
+training split only; loss = sum over members of the Gaussian NLL + 0.01 (sum max_lv - sum min_lv)
++ L2 decay; after each epoch a member's weights are snapshotted when its holdout MSE improves by
+more than 1% (``_save_best``), training stops once MORE than ``patience`` (5) epochs in a row
+snapshotted no member (``_epochs_since_update > _max_epochs_since_update``), the snapshots are
+restored, and the elites are the members with the lowest holdout MSE.
 """
 
 from __future__ import annotations
@@ -17,183 +16,69 @@ import logging
 import math
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.optimizer import LightningOptimizer
 
 from dynamics.config import DynamicsConfig
+from dynamics.datamodule import EnsembleDataModule, TrainBlock, TrainingSplit
 from dynamics.ensemble import GaussianEnsemble, gaussian_nll, member_mse
-from mbrl_core.data import TransitionData
-from mbrl_core.normalization import Normalizer
 
-# --------------------------------------------------------------------------- the split
-
-
-@dataclass
-class TrainingSplit:
-    """Inputs (s, a), targets (s' - s, r) and terminal flags, split into train and holdout rows.
-
-    Holdout rows are ordered segment by segment (contiguous steps of one episode);
-    ``holdout_segment_starts`` / ``holdout_segment_lengths`` locate the segments.
-    """
-
-    train_inputs: torch.Tensor
-    train_targets: torch.Tensor
-    train_terminals: torch.Tensor
-    holdout_inputs: torch.Tensor
-    holdout_targets: torch.Tensor
-    holdout_terminals: torch.Tensor
-    holdout_segment_starts: torch.Tensor
-    holdout_segment_lengths: torch.Tensor
-    obs_dim: int
-
-    def to(self, device: torch.device | str) -> TrainingSplit:
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        return TrainingSplit(**{name: v.to(device) if torch.is_tensor(v) else v for name, v in moved.items()})
-
-    def input_normalizer(self) -> Normalizer:
-        """Mean/std of the training inputs; constant dims keep std 1 (as MBPO's scaler)."""
-        fitted = Normalizer.fit(self.train_inputs, eps=0.0)
-        return Normalizer(fitted.mean, torch.where(fitted.std < 1e-12, torch.ones_like(fitted.std), fitted.std))
-
-
-def model_inputs(observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    return torch.cat([observations, actions], dim=-1)
-
-
-def model_targets(data: TransitionData) -> torch.Tensor:
-    return torch.cat([data.next_observations - data.observations, data.rewards.unsqueeze(-1)], dim=-1)
-
-
-def holdout_size(n_transitions: int, config: DynamicsConfig) -> int:
-    return min(int(n_transitions * config.holdout_ratio), config.max_holdout)
-
-
-def segment_ids(episode_starts: torch.Tensor, segment_length: int) -> torch.Tensor:
-    """Id of the segment of every transition: episodes cut into pieces of ``segment_length`` steps."""
-    index = torch.arange(episode_starts.shape[0], device=episode_starts.device)
-    last_start = torch.cummax(torch.where(episode_starts > 0, index, torch.zeros_like(index)), dim=0).values
-    step_in_episode = index - last_start
-    return torch.cumsum((step_in_episode % segment_length == 0).long(), dim=0) - 1
-
-
-def make_split(data: TransitionData, config: DynamicsConfig, generator: torch.Generator) -> TrainingSplit:
-    """Hold out random whole segments until ``holdout_size`` rows (the last segment may be cut)."""
-    cpu = data.to("cpu")
-    n = len(cpu)
-    n_holdout = holdout_size(n, config)
-    segments = segment_ids(cpu.episode_starts, config.holdout_segment)
-    rank_of_segment = torch.empty(int(segments[-1]) + 1, dtype=torch.long)
-    rank_of_segment[torch.randperm(rank_of_segment.shape[0], generator=generator)] = torch.arange(
-        rank_of_segment.shape[0]
-    )
-    # rows sorted by their segment's random rank, then by time: holdout = the first n_holdout
-    order = torch.argsort(rank_of_segment[segments] * n + torch.arange(n))
-    holdout_rows, train_rows = order[:n_holdout], order[n_holdout:].sort().values
-    holdout_segments = segments[holdout_rows]
-    is_start = torch.ones(n_holdout, dtype=torch.bool)
-    is_start[1:] = holdout_segments[1:] != holdout_segments[:-1]
-    starts = torch.nonzero(is_start).squeeze(1)
-    lengths = torch.diff(torch.cat([starts, torch.tensor([n_holdout])]))
-    inputs, targets = model_inputs(cpu.observations, cpu.actions), model_targets(cpu)
-    return TrainingSplit(
-        train_inputs=inputs[train_rows],
-        train_targets=targets[train_rows],
-        train_terminals=cpu.terminals[train_rows],
-        holdout_inputs=inputs[holdout_rows],
-        holdout_targets=targets[holdout_rows],
-        holdout_terminals=cpu.terminals[holdout_rows],
-        holdout_segment_starts=starts,
-        holdout_segment_lengths=lengths,
-        obs_dim=cpu.obs_dim,
-    )
-
-
-# --------------------------------------------------------------------------- batches
-
-
-class MemberBatches:
-    """Index batches [E, B] into the training rows: each member walks its own
-    bootstrap resample (or the plain rows) in a fresh random order every epoch.
-    Under DDP each rank takes every world_size-th batch."""
-
-    def __init__(self, n_rows: int, ensemble_size: int, batch_size: int, bootstrap: bool, seed: int) -> None:
-        self.generator = torch.Generator().manual_seed(seed)
-        if bootstrap:
-            self.rows = torch.randint(n_rows, (ensemble_size, n_rows), generator=self.generator)
-        else:
-            self.rows = torch.arange(n_rows).expand(ensemble_size, n_rows)
-        self.batch_size = batch_size
-
-    def _rank_and_world(self) -> tuple[int, int]:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
-
-    def _batches_per_rank(self, world: int) -> int:
-        return math.ceil(self.rows.shape[1] / self.batch_size) // world
-
-    def __len__(self) -> int:
-        return self._batches_per_rank(self._rank_and_world()[1])
-
-    def __iter__(self):
-        rank, world = self._rank_and_world()
-        order = torch.rand(self.rows.shape, generator=self.generator).argsort(dim=1)
-        shuffled = torch.gather(self.rows, 1, order)
-        for batch in range(rank, self._batches_per_rank(world) * world, world):
-            yield shuffled[:, batch * self.batch_size : (batch + 1) * self.batch_size]
-
-
-class WholeHoldout:
-    """The validation 'loader': one batch, the whole holdout (identical on every rank)."""
-
-    def __len__(self) -> int:
-        return 1
-
-    def __iter__(self):
-        yield torch.zeros(0)
-
+# Lightning's name for each DynamicsConfig.precision: bf16 = autocast, float32 master weights and optimizer
+LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed"}
 
 # --------------------------------------------------------------------------- module
 
 
 class EnsembleLightningModule(L.LightningModule):
-    """Thin Lightning wrapper: the loss and the holdout metrics; the model is a plain nn.Module."""
+    """Thin Lightning wrapper around the plain nn.Module: the loss, the optimizer, the holdout metrics.
 
-    def __init__(self, ensemble: GaussianEnsemble, split: TrainingSplit, config: DynamicsConfig) -> None:
+    Optimization is manual: a training 'batch' is a :class:`TrainBlock` of several batches and every
+    batch of it is one Adam step (MOPO's update), so Lightning's loop runs once per block."""
+
+    def __init__(self, ensemble: GaussianEnsemble, config: DynamicsConfig) -> None:
         super().__init__()
+        self.automatic_optimization = False
         self.ensemble = ensemble
-        self.split = split
         self.config = config
         self.holdout_mse = torch.full((ensemble.ensemble_size,), math.inf)
 
-    def on_fit_start(self) -> None:
-        self.split = self.split.to(self.device)
-
-    def training_step(self, member_rows: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        inputs, targets = self.split.train_inputs[member_rows], self.split.train_targets[member_rows]
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor, terminals: torch.Tensor) -> torch.Tensor:
+        """One batch [E, B, ...]: the members' summed Gaussian NLL, the log-variance bound penalty, the
+        L2 decay and, with the learned termination head, its cross-entropy."""
         out = self.ensemble(inputs)
-        nll = gaussian_nll(out.mean, out.logvar, targets).sum()
-        loss = nll + self.ensemble.logvar_bound_loss(self.config.logvar_bound_coef) + self.ensemble.weight_decay_loss()
+        loss = gaussian_nll(out.mean, out.logvar, targets).sum()
+        loss = loss + self.ensemble.logvar_bound_loss(self.config.logvar_bound_coef) + self.ensemble.weight_decay_loss()
         if out.terminal_logit is not None:
-            terminal_targets = self.split.train_terminals[member_rows]
-            loss = (
-                loss
-                + F.binary_cross_entropy_with_logits(out.terminal_logit, terminal_targets, reduction="none")
-                .mean(dim=1)
-                .sum()
-            )
-        self.log("train/loss", loss.detach(), prog_bar=True)
+            cross_entropy = F.binary_cross_entropy_with_logits(out.terminal_logit, terminals, reduction="none")
+            loss = loss + cross_entropy.mean(dim=1).sum()
         return loss
 
-    def validation_step(self, unused_batch: torch.Tensor, batch_idx: int) -> None:
-        out = self.ensemble(self.split.holdout_inputs)
-        self.holdout_mse = member_mse(out.mean, self.split.holdout_targets).cpu()
-        # batch_size=1: the placeholder batch is empty, and Lightning would weight the epoch mean by 0 (NaN)
-        self.log("holdout/mse_best_member", self.holdout_mse.min(), prog_bar=True, batch_size=1)
-        self.log("holdout/mse_mean", self.holdout_mse.mean(), batch_size=1)
+    def training_step(self, block: TrainBlock, block_idx: int) -> None:
+        optimizer = self.optimizers()
+        assert isinstance(optimizer, LightningOptimizer)  # configure_optimizers returns one
+        losses = []
+        for step in range(block.steps):
+            loss = self.loss(block.inputs[step], block.targets[step], block.terminals[step])
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+            losses.append(loss.detach())
+        self.log("train/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=block.steps)
+
+    def validation_step(self, holdout: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        inputs, targets = holdout
+        out = self.ensemble(inputs)
+        self.holdout_mse = member_mse(out.mean, targets).cpu()
+        # every rank holds the whole holdout and the same weights: the synced mean is the same value
+        size = len(inputs)
+        self.log("holdout/mse_best_member", self.holdout_mse.min(), prog_bar=True, batch_size=size, sync_dist=True)
+        self.log("holdout/mse_mean", self.holdout_mse.mean(), batch_size=size, sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # plain Adam: the per-layer L2 decay is part of the loss, as in MOPO
@@ -205,7 +90,8 @@ class EnsembleLightningModule(L.LightningModule):
 
 class SnapshotTracker:
     """Per-member best holdout MSE; a member improves when (best - mse) / best > threshold.
-    ``should_stop`` once ``patience`` epochs in a row improved no member."""
+    ``should_stop`` once more than ``patience`` epochs in a row improved no member (MOPO's strict
+    ``>``: with patience 5 the sixth such epoch stops)."""
 
     def __init__(self, ensemble_size: int, threshold: float, patience: int) -> None:
         self.best = [math.inf] * ensemble_size
@@ -226,7 +112,7 @@ class SnapshotTracker:
 
     @property
     def should_stop(self) -> bool:
-        return self.epochs_without_improvement >= self.patience
+        return self.epochs_without_improvement > self.patience
 
 
 class MemberSnapshots(L.Callback):
@@ -236,7 +122,8 @@ class MemberSnapshots(L.Callback):
         self.tracker = tracker
         self.states: dict[int, dict[str, torch.Tensor]] = {}
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, module: EnsembleLightningModule) -> None:
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        assert isinstance(module, EnsembleLightningModule)
         if trainer.sanity_checking:
             return
         for member in self.tracker.update(trainer.current_epoch, module.holdout_mse.tolist()):
@@ -292,22 +179,22 @@ def fit_ensemble(
     **trainer_kwargs,
 ) -> FitResult:
     """Train ``ensemble`` in place with a Lightning Trainer (``trainer_kwargs`` pass through:
-    accelerator, devices, strategy, num_nodes, precision, logger...); restores the snapshots."""
+    accelerator, devices, strategy, num_nodes, logger...); restores the snapshots."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    batches = MemberBatches(
-        split.train_inputs.shape[0], ensemble.ensemble_size, config.batch_size, config.bootstrap, config.seed
-    )
+    data = EnsembleDataModule(split, config)
     tracker = SnapshotTracker(ensemble.ensemble_size, config.improvement_threshold, config.patience)
     snapshots = MemberSnapshots(tracker)
-    options = {
+    options: dict[str, Any] = {
         "max_epochs": config.max_epochs,
+        "max_time": timedelta(minutes=config.max_fit_minutes) if config.max_fit_minutes else None,
+        "precision": LIGHTNING_PRECISION[config.precision],
         "callbacks": [snapshots],
         "enable_checkpointing": False,  # the per-member snapshots are the checkpoints
         "enable_progress_bar": progress,
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,
-        "log_every_n_steps": max(1, min(50, len(batches))),
+        "log_every_n_steps": 1,  # one log line per block of steps
         "logger": TensorBoardLogger(log_dir, name="logs", version="") if log_dir else False,
     }
     options.update(trainer_kwargs)
@@ -317,9 +204,7 @@ def fit_ensemble(
         # Lightning 2.6 + torch 2.13 warn about a deprecated pytree API inside Lightning itself.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         trainer = L.Trainer(**options)
-        trainer.fit(
-            EnsembleLightningModule(ensemble, split, config), train_dataloaders=batches, val_dataloaders=WholeHoldout()
-        )
+        trainer.fit(EnsembleLightningModule(ensemble, config), datamodule=data)
     snapshots.restore(ensemble)
     return FitResult(
         epochs=trainer.current_epoch,

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from dynamics.ensemble import GaussianEnsemble, member_mse
-from dynamics.lightning_module import TrainingSplit, model_inputs
+from dynamics.datamodule import TrainingSplit, model_inputs
+from dynamics.ensemble import GaussianEnsemble, member_mse, precision_context
 
 HORIZONS = (1, 5, 10)
 COLUMNS = ("holdout_mse", "holdout_nll", "within_1_sigma", "within_2_sigma") + tuple(
@@ -28,9 +28,14 @@ COLUMNS = ("holdout_mse", "holdout_nll", "within_1_sigma", "within_2_sigma") + t
 
 
 @torch.no_grad()
-def member_quality(ensemble: GaussianEnsemble, split: TrainingSplit) -> dict[str, list[float]]:
-    """Every metric, one value per member."""
-    split = split.to(ensemble.input_mean.device)
+def member_quality(ensemble: GaussianEnsemble, split: TrainingSplit, precision: str = "32") -> dict[str, list[float]]:
+    """Every metric, one value per member, measured at the ``precision`` the model is used at."""
+    device = ensemble.input_mean.device
+    with precision_context(precision, device):
+        return _member_quality(ensemble, split.to(device))
+
+
+def _member_quality(ensemble: GaussianEnsemble, split: TrainingSplit) -> dict[str, list[float]]:
     out = ensemble(split.holdout_inputs)
     error = out.mean - split.holdout_targets
     z = error.abs() * torch.exp(-0.5 * out.logvar)

@@ -25,7 +25,7 @@ import torch
 
 from dynamics.artifacts import SCHEMA_VERSION, ArtifactStore, artifact_key
 from dynamics.config import DynamicsConfig, make_dynamics_config
-from dynamics.ensemble import EnsembleOutput, GaussianEnsemble
+from dynamics.ensemble import EnsembleOutput, GaussianEnsemble, precision_context
 from dynamics.termination import TerminationRule, choose_termination
 from dynamics.uncertainty import (
     MAX_PAIRWISE_DISAGREEMENT,
@@ -105,7 +105,8 @@ class DynamicsService:
 
     @classmethod
     def _train(cls, data, config, artifacts, key, retrain, progress, trainer_kwargs) -> DynamicsService:
-        from dynamics.lightning_module import fit_ensemble, make_split, select_elites
+        from dynamics.datamodule import make_split
+        from dynamics.lightning_module import fit_ensemble, select_elites
         from dynamics.quality import member_quality, summarize_quality
 
         termination = choose_termination(
@@ -122,7 +123,7 @@ class DynamicsService:
             result = fit_ensemble(ensemble, split, config, progress=progress, log_dir=str(folder), **trainer_kwargs)
             train_seconds = time.perf_counter() - started
             ensemble = ensemble.to(data.device).eval()
-            per_member = member_quality(ensemble, split)
+            per_member = member_quality(ensemble, split, config.precision)
             elites = select_elites(per_member["holdout_mse"], config.elites)
             quality = summarize_quality(per_member, elites, len(split.holdout_inputs))
             meta = _metadata(
@@ -222,7 +223,8 @@ class DynamicsService:
     @torch.no_grad()
     def _forward(self, observations: torch.Tensor, actions: torch.Tensor) -> EnsembleOutput:
         inputs = torch.cat([observations, actions], dim=-1).to(self.device, torch.float32)
-        chunks = [self.ensemble(part) for part in inputs.split(forward_chunk_rows(self.device))]
+        with precision_context(self.config.precision, self.device):
+            chunks = [self.ensemble(part) for part in inputs.split(forward_chunk_rows(self.device))]
         logits = [c.terminal_logit for c in chunks] if self.ensemble.terminal_head else None
         return EnsembleOutput(
             torch.cat([c.mean for c in chunks], dim=1),
@@ -243,6 +245,7 @@ class DynamicsService:
         elite_mean = out.mean[self._elite_index].mean(dim=0)
         next_observations = observations + elite_mean[:, :s]
         if self.termination.is_learned:
+            assert out.terminal_logit is not None  # a learned rule has the head
             terminals = (torch.sigmoid(out.terminal_logit[self._elite_index]).mean(dim=0) > 0.5).float()
         else:
             terminals = self.termination(next_observations)
@@ -286,6 +289,7 @@ class DynamicsService:
         sample = out.mean[chosen, rows] + stds[chosen, rows] * noise
         next_observations = observations + sample[:, :s]
         if self.termination.is_learned:
+            assert out.terminal_logit is not None  # a learned rule has the head
             terminals = (out.terminal_logit[chosen, rows] > 0).float()
         else:
             terminals = self.termination(next_observations)
@@ -304,7 +308,7 @@ class DynamicsService:
         ]
         return chosen, torch.randn((rows, width), generator=generator, device=self.device)
 
-    def _dataset_disagreement(self, data: TransitionData) -> dict[str, float]:
+    def _dataset_disagreement(self, data: TransitionData) -> dict[str, Any]:
         """MOReL's statistics of the disagreement over the dataset's (s, a): its max sets the HALT threshold."""
         values = []
         for obs, act in zip(data.observations.split(1 << 16), data.actions.split(1 << 16)):

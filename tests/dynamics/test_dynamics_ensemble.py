@@ -7,15 +7,11 @@ import math
 import pytest
 import torch
 
+from dynamics import datamodule
 from dynamics.config import DynamicsConfig, make_dynamics_config
+from dynamics.datamodule import MemberOrder, TrainBlocks, make_split, segment_ids
 from dynamics.ensemble import GaussianEnsemble, gaussian_nll, member_mse
-from dynamics.lightning_module import (
-    MemberBatches,
-    SnapshotTracker,
-    make_split,
-    segment_ids,
-    select_elites,
-)
+from dynamics.lightning_module import SnapshotTracker, select_elites
 from mbrl_core.errors import ConfigError
 
 
@@ -84,15 +80,16 @@ def test_member_snapshot_round_trip_touches_only_that_member():
     assert not torch.allclose(after[0], before[0])
 
 
-def test_snapshot_tracker_keeps_improvements_over_one_percent_and_stops_after_patience():
+def test_snapshot_tracker_keeps_improvements_over_one_percent_and_stops_after_more_than_patience():
     tracker = SnapshotTracker(ensemble_size=2, threshold=0.01, patience=3)
     assert tracker.update(0, [1.0, 1.0]) == [0, 1]
     assert tracker.update(1, [0.98, 0.995]) == [0]  # 2% improves, 0.5% does not
     assert tracker.best == [0.98, 1.0] and tracker.best_epoch == [1, 0]
     assert tracker.update(2, [0.975, 0.991]) == []  # 0.5% and 0.9% of the best so far
-    assert tracker.update(3, [0.99, 1.2]) == [] and not tracker.should_stop
-    assert tracker.update(4, [0.972, 0.992]) == [] and tracker.should_stop  # third epoch in a row without a snapshot
-    assert tracker.update(5, [0.5, 0.995]) == [0] and not tracker.should_stop
+    assert tracker.update(3, [0.99, 1.2]) == []
+    assert tracker.update(4, [0.972, 0.992]) == [] and not tracker.should_stop  # patience epochs: MOPO goes on
+    assert tracker.update(5, [0.973, 0.993]) == [] and tracker.should_stop  # the (patience + 1)-th stops
+    assert tracker.update(6, [0.5, 0.995]) == [0] and not tracker.should_stop
 
 
 def test_elites_are_the_lowest_holdout_mse():
@@ -100,16 +97,29 @@ def test_elites_are_the_lowest_holdout_mse():
 
 
 def test_each_member_sees_its_own_shuffled_bootstrap_and_every_pass_reshuffles():
-    batches = MemberBatches(n_rows=100, ensemble_size=3, batch_size=32, bootstrap=True, seed=0)
-    first = torch.cat(list(batches), dim=1)
-    second = torch.cat(list(batches), dim=1)
-    assert len(batches) == 4 and first.shape == (3, 100)
+    order = MemberOrder(n_rows=100, ensemble_size=3, bootstrap=True, seed=0)
+    first, second = order.next_epoch(), order.next_epoch()
+    assert first.shape == (3, 100)
     assert not torch.equal(first[0], first[1])  # different resamples per member
     assert torch.equal(first.sort(dim=1).values, second.sort(dim=1).values)  # same resample ...
     assert not torch.equal(first, second)  # ... in a new order
     assert len(set(first[0].tolist())) < 100  # drawn with replacement
-    plain = torch.cat(list(MemberBatches(100, 3, 32, bootstrap=False, seed=0)), dim=1)
+    plain = MemberOrder(100, 3, bootstrap=False, seed=0).next_epoch()
     assert all(sorted(row.tolist()) == list(range(100)) for row in plain)
+
+
+def test_blocks_hand_out_the_epoch_order_batch_by_batch(linear_episodes):
+    """Blocks of full batches, the short last batch alone; every row of the epoch order exactly once."""
+    split = make_split(linear_episodes, DynamicsConfig(max_holdout=100), torch.Generator().manual_seed(0))
+    n = split.train_inputs.shape[0]
+    blocks = TrainBlocks(split, MemberOrder(n, 3, bootstrap=True, seed=0), batch_size=32, steps_per_block=4)
+    expected_rows = MemberOrder(n, 3, bootstrap=True, seed=0).next_epoch()
+    handed = list(blocks)
+    assert n == 900 and len(handed) == len(blocks) == 8  # 28 full batches of 32 in blocks of 4, then 4 rows
+    assert [block.steps for block in handed] == [4] * 7 + [1] and handed[-1].inputs.shape[2] == 4
+    inputs = torch.cat([block.inputs[step] for block in handed for step in range(block.steps)], dim=1)
+    torch.testing.assert_close(inputs, split.train_inputs[expected_rows], rtol=0, atol=0)
+    assert handed[0].targets.shape == (4, 3, 32, split.train_targets.shape[1])
 
 
 def test_holdout_is_capped_and_made_of_contiguous_episode_segments(linear_episodes):
@@ -149,6 +159,12 @@ def test_config_defaults_match_mopo_and_bad_values_are_refused():
         make_dynamics_config({"members": 3})
     with pytest.raises(ConfigError, match="termination must be one of"):
         make_dynamics_config({"termination": "sometimes"})
+    assert config.precision == "32" and make_dynamics_config({"precision": "bf16"}).precision == "bf16"
+    with pytest.raises(ConfigError, match="precision must be one of 32, bf16, got 'fp8'"):
+        make_dynamics_config({"precision": "fp8"})
+    assert config.max_fit_minutes is None  # the sources have no time cap; max_epochs is the safety bound
+    with pytest.raises(ConfigError, match="max_fit_minutes must be positive"):
+        make_dynamics_config({"max_fit_minutes": 0})
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +172,17 @@ def linear_episodes():
     from tests.dynamics.test_dynamics_service import linear_system_data
 
     return linear_system_data(transitions=1000, episode_length=37)
+
+
+@pytest.mark.parametrize("n_rows", [900, 896, 870])
+def test_under_ddp_every_rank_steps_alike_and_ranks_share_the_epoch(n_rows, monkeypatch):
+    """Rank r takes every world-th batch; each rank's blocks hold as many steps as every other rank's
+    (DDP all-reduces at every step: a rank stepping alone would hang), the short last batch alone."""
+    order = MemberOrder(n_rows, 2, bootstrap=False, seed=0)
+    per_rank = []
+    for rank in (0, 1):
+        monkeypatch.setattr(datamodule, "rank_and_world", lambda rank=rank: (rank, 2))
+        per_rank.append(TrainBlocks(None, order, batch_size=32, steps_per_block=4).block_batch_ids())
+    assert [len(block) for block in per_rank[0]] == [len(block) for block in per_rank[1]]
+    handed = sorted(b for blocks in per_rank for block in blocks for b in block)
+    assert handed == list(range(len(handed))) and len(handed) == -(-n_rows // 32) // 2 * 2

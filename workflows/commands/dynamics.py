@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import yaml
 
@@ -92,6 +93,11 @@ def _devices(value: str):
     return int(value) if value.isdigit() else value
 
 
+def launched_as_rank_zero() -> bool:
+    """False in the processes Lightning's DDP launcher starts for the other ranks (they set these)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
 def run_train(args: argparse.Namespace) -> int:
     data = load_dataset(args.dataset)
     service = DynamicsService.fit(
@@ -105,6 +111,8 @@ def run_train(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         num_nodes=args.num_nodes,
     )
+    if not launched_as_rank_zero():
+        return 0  # rank zero publishes the artifact and reports
     metrics = service.metrics
     if service.was_cached:
         print(f"already trained: {service.key} ({service.path}); use --retrain to train again")
