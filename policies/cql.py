@@ -27,7 +27,6 @@ from torch import nn
 
 from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
-from policies.base import adam
 from policies.networks import CriticEnsemble, SquashedGaussian, TanhGaussianActor
 from policies.sac import SAC, SACConfig
 
@@ -73,11 +72,13 @@ class CQL(SAC):
     def __init__(self, config: CQLConfig, context: LearnerContext) -> None:
         super().__init__(config, context)
         if config.lagrange_threshold is not None:
-            # CORL: log α' starts at 1.0 and uses the Q learning rate.
+            # CORL: log α' starts at 1.0 and has its own Adam at the Q learning rate. Here it is a
+            # parameter group of the critics' Adam (the same update), so the critic loss term, which
+            # carries its dual ascent, steps exactly the parameters it reaches.
             self.nets["cql_lagrange"] = nn.ParameterDict(
                 {"log_alpha_prime": nn.Parameter(torch.tensor(1.0, device=self.device))}
             )
-            self.optimizers["cql_lagrange"] = adam(self.nets["cql_lagrange"], config.critic_lr)
+            self.optimizers["critic"].add_param_group({"params": list(self.nets["cql_lagrange"].parameters())})
 
     def build_actor(self, context: LearnerContext) -> nn.Module:
         return TanhGaussianActor(
