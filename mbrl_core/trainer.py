@@ -20,11 +20,14 @@ import torch
 from tqdm.auto import tqdm
 
 from mbrl_core.atomic import load_torch, save_torch
+from mbrl_core.batch import Batch
+from mbrl_core.errors import ConfigError
 from mbrl_core.evaluation import EvalResult
 from mbrl_core.learner import Learner
 from mbrl_core.sampler import Sampler
 
 CHECKPOINT_NAME = "last.pt"
+PRECISIONS = ("32", "bf16")  # float32, or bfloat16 autocast around each update (weights and optimizers float32)
 
 
 @dataclass
@@ -37,6 +40,12 @@ class TrainerConfig:
     checkpoint_every: int = 50_000
     seed: int = 0
     device: str = "auto"
+    precision: str = "32"
+
+    def __post_init__(self) -> None:
+        self.precision = str(self.precision)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
 
 
 @dataclass
@@ -148,7 +157,7 @@ class OfflineTrainer:
         try:
             while self.state.step < end:
                 averager.add(self.sampler.prepare(self.state.step, self.learner))
-                averager.add(self.learner.update(self.sampler.sample()))
+                averager.add(self._update(self.sampler.sample()))
                 self.state.step += 1
                 bar.update(1)
                 self._periodic(averager, bar)
@@ -159,6 +168,14 @@ class OfflineTrainer:
         for logger in self.loggers:
             logger.save()
         return self.state
+
+    def _update(self, batch: Batch) -> dict[str, Any]:
+        """One learner update; with precision bf16 its forward passes run under bfloat16 autocast
+        (the learners keep their output layers, losses, gradients and optimizer steps in float32)."""
+        if self.config.precision == "32":
+            return self.learner.update(batch)
+        with torch.autocast(batch.observations.device.type, dtype=torch.bfloat16):
+            return self.learner.update(batch)
 
     def _elapsed(self) -> float:
         return self._clock_base + time.perf_counter() - self._clock_start

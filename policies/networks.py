@@ -6,6 +6,9 @@ Conventions (all learners):
   so the papers' MuJoCo settings (max_action = 1) carry over unchanged.
 - Critic ensembles (twin Q, larger ensembles) are one module with batched weights
   ``[E, in, out]``: every member runs in one ``torch.baddbmm`` per layer.
+- Under bfloat16 autocast (``trainer.precision: bf16``) the hidden layers run in
+  bfloat16 and every output layer in float32, so Q-values, means and log-stds
+  keep float32's mantissa (a Q of 300 in bfloat16 is only known to ±1).
 """
 
 from __future__ import annotations
@@ -57,13 +60,21 @@ class ActionScaler(nn.Module):
         return unit_actions.clamp(-1.0, 1.0) * self.half_range + self.center
 
 
+class Float32Linear(nn.Linear):
+    """A network's output layer: float32 even under bfloat16 autocast (it costs a sliver of the FLOPs)."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(inputs.device.type, enabled=False):
+            return super().forward(inputs.float())
+
+
 def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
     """Linear-ReLU stack (the papers' networks: ReLU MLPs, PyTorch default init)."""
     layers: list[nn.Module] = []
     for width in hidden:
         layers += [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
         in_dim = width
-    layers.append(nn.Linear(in_dim, out_dim))
+    layers.append(Float32Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
 
 
@@ -102,6 +113,8 @@ class CriticEnsemble(nn.Module):
         self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], members: int = 2, orthogonal_init: bool = False
     ) -> None:
         super().__init__()
+        if not hidden:
+            raise ConfigError("hidden_sizes needs at least one width (a critic is an MLP)")
         self.obs_dim, self.act_dim, self.members = obs_dim, act_dim, members
         widths = (obs_dim + act_dim, *hidden, 1)
         self.layers = nn.ModuleList(EnsembleLinear(members, i, o) for i, o in zip(widths[:-1], widths[1:]))
@@ -124,7 +137,7 @@ class CriticEnsemble(nn.Module):
             params = [(w[:members], b[:members]) for w, b in params]
         if frozen:
             params = [(w.detach(), b.detach()) for w, b in params]
-        (w_in, b_in), hidden = params[0], params[1:]
+        (w_in, b_in), *hidden, (w_out, b_out) = params
         count = w_in.shape[0]
         if actions is not None and actions.dim() == 3:
             x = self.first_layer_many_actions(observations, actions, w_in, b_in)
@@ -133,7 +146,8 @@ class CriticEnsemble(nn.Module):
             x = torch.baddbmm(b_in, inputs.expand(count, *inputs.shape), w_in)
         for weight, bias in hidden:
             x = torch.baddbmm(bias, torch.relu_(x), weight)  # in place: baddbmm saves its inputs, not its output
-        values = x.squeeze(-1)
+        with torch.autocast(x.device.type, enabled=False):  # values in float32 (see the module docstring)
+            values = torch.baddbmm(b_out, torch.relu_(x).float(), w_out).squeeze(-1)
         return values.view(count, *actions.shape[:2]) if actions is not None and actions.dim() == 3 else values
 
     def first_layer_many_actions(
