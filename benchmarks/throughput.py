@@ -16,7 +16,12 @@ turns in short windows, ``--rounds`` times, so that a drifting, shared machine m
 all of them; each ratio is the median over rounds of the ratio of adjacent windows.
 Rates are per process-CPU second (time the process was actually running; on a shared
 machine wall-clock rates mostly measure the other processes), wall-clock rates are
-reported beside them.
+reported beside them. With 2 threads on a machine whose other core is busy, CPU time
+includes OpenMP's spin-waiting: read the wall-clock ratios there.
+
+Since both libraries do the same work, d3rlpy's efficiency follows from the same FLOP
+model, and with it the efficiency a 2x speed-up in float32 would need (over 100%:
+more than this machine's measured matmul rate, i.e. out of reach without bfloat16).
 
 The matmul peak is measured at the layer shapes the learners use (see ``SHAPES``),
 in float32 and bfloat16, forward and backward (input and weight gradients). A
@@ -415,6 +420,8 @@ def summarize(row: Row, rates: dict[str, list], peaks: dict) -> dict[str, Any]:
     ours, bf16, theirs = rates["ours_float32"], rates["ours_bf16"], rates["d3rlpy"]
     cost = update_cost(row)
     hidden = our_config(row).hidden_sizes[0]
+    ideal_float32 = cost.ideal_seconds(keyed_rates(peaks["float32"], hidden))
+    d3rlpy_efficiency = ideal_float32 * max(r[CPU] for r in theirs)  # the same work, so the same FLOP model
     return {
         "hidden_sizes": list(our_config(row).hidden_sizes),
         "reference": f"d3rlpy {row.reference}",
@@ -429,8 +436,12 @@ def summarize(row: Row, rates: dict[str, list], peaks: dict) -> dict[str, Any]:
         "bf16_speedup_vs_d3rlpy": median_ratio(bf16, theirs, CPU),
         "bf16_speedup": median_ratio(bf16, ours, CPU),
         "gflop_per_update": cost.flops() / 1e9,
-        "efficiency_float32": cost.ideal_seconds(keyed_rates(peaks["float32"], hidden)) * max(r[CPU] for r in ours),
+        "efficiency_float32": ideal_float32 * max(r[CPU] for r in ours),
         "efficiency_bf16": cost.ideal_seconds(keyed_rates(peaks["bfloat16"], hidden)) * max(r[CPU] for r in bf16),
+        # What a 2x (1.5x) speed-up over d3rlpy in float32 would need: above 100% is beyond this machine's peak.
+        "d3rlpy_efficiency_float32": d3rlpy_efficiency,
+        "efficiency_needed_for_2x_float32": 2 * d3rlpy_efficiency,
+        "efficiency_needed_for_1_5x_float32": 1.5 * d3rlpy_efficiency,
     }
 
 
@@ -441,6 +452,7 @@ def format_row(threads: int, name: str, row: dict) -> str:
         f"  x d3rlpy {row['speedup_vs_d3rlpy']:5.2f} (wall {row['speedup_vs_d3rlpy_wall']:5.2f})"
         f" (bf16 {row['bf16_speedup_vs_d3rlpy']:5.2f})  bf16/f32 {row['bf16_speedup']:4.2f}"
         f"  eff f32 {row['efficiency_float32']:4.0%} bf16 {row['efficiency_bf16']:4.0%}"
+        f"  (d3rlpy {row['d3rlpy_efficiency_float32']:4.0%})"
     )
 
 

@@ -76,11 +76,10 @@ class LearnerBase:
         self.context = context
         self.device = torch.device(context.device)
         normalize = getattr(config, "normalize_observations", True)
+        self.observation_normalizer = ObservationNormalizer(context.observation_normalizer, enabled=normalize)
+        self.action_scaler = ActionScaler(context.action_low, context.action_high)
         self.nets = nn.ModuleDict(
-            {
-                "observation_normalizer": ObservationNormalizer(context.observation_normalizer, enabled=normalize),
-                "action_scaler": ActionScaler(context.action_low, context.action_high),
-            }
+            {"observation_normalizer": self.observation_normalizer, "action_scaler": self.action_scaler}
         )
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
@@ -109,10 +108,10 @@ class LearnerBase:
 
     def inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(normalized observations, unit-box actions, normalized next observations)."""
-        normalize = self.nets["observation_normalizer"]
+        normalize = self.observation_normalizer
         return (
             normalize(batch.observations),
-            self.nets["action_scaler"].to_unit(batch.actions),
+            self.action_scaler.to_unit(batch.actions),
             normalize(batch.next_observations),
         )
 
@@ -122,9 +121,9 @@ class LearnerBase:
         single = observations.dim() == 1
         with torch.no_grad():
             unit = self.policy_actions(
-                self.nets["observation_normalizer"](observations.reshape(-1, self.context.obs_dim)), deterministic
+                self.observation_normalizer(observations.reshape(-1, self.context.obs_dim)), deterministic
             )
-        actions = self.nets["action_scaler"].to_env(unit)
+        actions = self.action_scaler.to_env(unit)
         return actions[0] if single else actions
 
     def policy_actions(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:

@@ -37,8 +37,8 @@ class BC(LearnerBase):
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.updates += 1
-        observations = self.nets["observation_normalizer"](batch.observations)
-        actions = self.nets["action_scaler"].to_unit(batch.actions)
+        observations = self.observation_normalizer(batch.observations)
+        actions = self.action_scaler.to_unit(batch.actions)
         loss = F.mse_loss(self.nets["actor"](observations), actions)
         self.step({"actor": loss})
         return {"actor_loss": loss.detach()}

@@ -14,6 +14,7 @@ Conventions (all learners):
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -27,6 +28,9 @@ LOG_2 = math.log(2.0)
 
 class ObservationNormalizer(nn.Module):
     """Fixed ``(obs - mean) / std`` with buffers, so the statistics travel with the state dict."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, normalizer: Normalizer, enabled: bool = True) -> None:
         super().__init__()
@@ -42,6 +46,9 @@ class ObservationNormalizer(nn.Module):
 
 class ActionScaler(nn.Module):
     """Affine map between the environment's action box and the unit box [-1, 1]^d."""
+
+    center: torch.Tensor
+    half_range: torch.Tensor
 
     def __init__(self, low: torch.Tensor, high: torch.Tensor) -> None:
         super().__init__()
@@ -121,12 +128,13 @@ class CriticEnsemble(nn.Module):
             raise ConfigError("hidden_sizes needs at least one width (a critic is an MLP)")
         self.obs_dim, self.act_dim, self.members = obs_dim, act_dim, members
         widths = (obs_dim + act_dim, *hidden, 1)
-        self.layers = nn.ModuleList(EnsembleLinear(members, i, o) for i, o in zip(widths[:-1], widths[1:]))
+        layers = [EnsembleLinear(members, i, o) for i, o in zip(widths[:-1], widths[1:])]
         if orthogonal_init:
             # CORL's CQL: orthogonal hidden layers with gain sqrt(2), output layer gain 1e-2, zero biases.
-            for layer in self.layers[:-1]:
+            for layer in layers[:-1]:
                 layer.orthogonal_(math.sqrt(2.0))
-            self.layers[-1].orthogonal_(1e-2)
+            layers[-1].orthogonal_(1e-2)
+        self.layers = nn.ModuleList(layers)
 
     def forward(
         self,
@@ -136,7 +144,8 @@ class CriticEnsemble(nn.Module):
         members: int | None = None,
     ) -> torch.Tensor:
         """``members=k`` evaluates only the first k members (TD3's actor uses Q1 alone)."""
-        params = [(layer.weight, layer.bias) for layer in self.layers]
+        layers = cast(list[EnsembleLinear], list(self.layers))
+        params: list[tuple[torch.Tensor, torch.Tensor]] = [(layer.weight, layer.bias) for layer in layers]
         if members is not None:
             params = [(w[:members], b[:members]) for w, b in params]
         if frozen:
@@ -228,8 +237,10 @@ class TanhGaussianActor(nn.Module):
         self.log_std_offset = nn.Parameter(torch.tensor(float(log_std_offset)))
         if small_output_init:
             # CORL's CQL actor: output layer xavier-uniform with gain 1e-2, zero bias.
-            nn.init.xavier_uniform_(self.net[-1].weight, gain=1e-2)
-            nn.init.zeros_(self.net[-1].bias)
+            output = self.net[-1]
+            assert isinstance(output, Float32Linear)
+            nn.init.xavier_uniform_(output.weight, gain=1e-2)
+            nn.init.zeros_(output.bias)
 
     def forward(self, observations: torch.Tensor) -> SquashedGaussian:
         mean, raw_log_std = self.net(observations).split(self.act_dim, dim=-1)
