@@ -456,6 +456,22 @@ def format_row(threads: int, name: str, row: dict) -> str:
     )
 
 
+def print_profile(name: str, precision: str, updates: int = 5) -> None:
+    """Where one of our updates spends its time: torch.profiler's top operators by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    work = our_update(ROWS[name], precision)
+    for _ in range(3):
+        work()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
+        for _ in range(updates):
+            work()
+    table = profiler.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=30, max_shapes_column_width=60
+    )
+    print(f"{name}, {precision}, {updates} updates, 1 thread:\n{table}")
+
+
 def d3rlpy_version() -> str:
     try:
         with warnings.catch_warnings():
@@ -473,7 +489,13 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=1.5, help="seconds per turn")
     parser.add_argument("--learners", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "throughput.json"))
+    parser.add_argument("--profile", choices=list(ROWS), help="only print where one update of this learner goes")
+    parser.add_argument("--precision", choices=["32", "bf16"], default="32", help="with --profile")
     args = parser.parse_args()
+    if args.profile:
+        torch.set_num_threads(1)
+        print_profile(args.profile, args.precision)
+        return
     d3rlpy_version()
     results = run(args.threads, args.learners, args.rounds, args.window)
     out = Path(args.out)
