@@ -21,13 +21,15 @@ import torch
 from tqdm.auto import tqdm
 
 from mbrl_core.atomic import load_torch, save_torch
+from mbrl_core.batch import Batch
 from mbrl_core.config import bounded
-from mbrl_core.errors import TrainingError
+from mbrl_core.errors import ConfigError, TrainingError
 from mbrl_core.evaluation import EvalResult
 from mbrl_core.learner import Learner
 from mbrl_core.sampler import Sampler
 
 CHECKPOINT_NAME = "last.pt"
+PRECISIONS = ("32", "bf16")  # float32, or bfloat16 autocast around each update (weights and optimizers float32)
 
 
 @dataclass
@@ -40,6 +42,12 @@ class TrainerConfig:
     checkpoint_every: int = bounded(50_000, minimum=1)
     seed: int = 0
     device: str = "auto"
+    precision: str = "32"
+
+    def __post_init__(self) -> None:
+        self.precision = str(self.precision)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
 
 
 @dataclass
@@ -156,7 +164,7 @@ class OfflineTrainer:
                 self._evaluate(bar, 0)
             while self.state.step < end:
                 averager.add(self.sampler.prepare(self.state.step, self.learner))
-                averager.add(self.learner.update(self.sampler.sample()))
+                averager.add(self._update(self.sampler.sample()))
                 self.state.step += 1
                 bar.update(1)
                 self._periodic(averager, bar)
@@ -167,6 +175,14 @@ class OfflineTrainer:
         for logger in self.loggers:
             logger.save()
         return self.state
+
+    def _update(self, batch: Batch) -> dict[str, Any]:
+        """One learner update; with precision bf16 its forward passes run under bfloat16 autocast
+        (the learners keep their output layers, losses, gradients and optimizer steps in float32)."""
+        if self.config.precision == "32":
+            return self.learner.update(batch)
+        with torch.autocast(batch.observations.device.type, dtype=torch.bfloat16):
+            return self.learner.update(batch)
 
     def _elapsed(self) -> float:
         return self._clock_base + time.perf_counter() - self._clock_start

@@ -21,10 +21,11 @@ from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
 from policies.base import (
     LearnerBase,
+    LearnerConfig,
     adam,
     advantage_weights,
     soft_update,
-    step,
+    td_loss,
     td_target,
     with_target,
 )
@@ -32,7 +33,7 @@ from policies.networks import CriticEnsemble, GaussianActor, gaussian_log_prob
 
 
 @dataclass
-class AWACConfig:
+class AWACConfig(LearnerConfig):
     hidden_sizes: tuple[int, ...] = (256, 256, 256)
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
@@ -43,9 +44,6 @@ class AWACConfig:
     log_std_min: float = -20.0
     log_std_max: float = 2.0
     normalize_observations: bool = True
-
-    def __post_init__(self) -> None:
-        self.hidden_sizes = tuple(int(width) for width in self.hidden_sizes)
 
 
 class AWAC(LearnerBase):
@@ -82,13 +80,13 @@ class AWAC(LearnerBase):
             value = critic(observations, self.sample(mean.detach(), log_std.detach())).min(0).values
 
         q = critic(observations, actions)
-        critic_loss = (q - target).pow(2).mean(-1).sum()
+        critic_loss = td_loss(q, target)
 
         advantage = q.detach().min(0).values - value
         weights = advantage_weights(advantage, 1.0 / config.awac_lambda, config.max_weight)
         actor_loss = -(weights * gaussian_log_prob(actions, mean, log_std)).mean()
 
-        step(list(self.optimizers.values()), critic_loss + actor_loss)
+        self.step({"critic": critic_loss, "actor": actor_loss})
         soft_update(self.nets["critic_target"], critic, config.tau)
         return {
             "critic_loss": critic_loss.detach(),

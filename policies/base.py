@@ -1,8 +1,9 @@
-"""What every learner shares: input scaling, optimizers, target updates, TD targets, state dicts."""
+"""What every learner shares: config basics, input scaling, optimizers, target updates, TD losses, state dicts."""
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,6 +12,16 @@ from torch import nn
 from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
 from policies.networks import ActionScaler, ObservationNormalizer
+
+
+@dataclass
+class LearnerConfig:
+    """What every learner's config has: the hidden widths of its networks (YAML lists become int tuples)."""
+
+    hidden_sizes: tuple[int, ...] = (256, 256)
+
+    def __post_init__(self) -> None:
+        self.hidden_sizes = tuple(int(width) for width in self.hidden_sizes)
 
 
 def adam(module: nn.Module | list[nn.Parameter], lr: float) -> torch.optim.Adam:
@@ -38,18 +49,18 @@ def td_target(rewards: torch.Tensor, terminals: torch.Tensor, next_values: torch
     return rewards + gamma * (1.0 - terminals) * next_values
 
 
+def td_loss(q_values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Σ_e E[(Q_e(s,a) - y)²] over the critic ensemble: ``q_values [E, N]``, ``target [N]``.
+
+    Computed in float32 even when the critic ran in bfloat16 (autocast): the
+    squared error of two nearby values needs the mantissa bfloat16 lacks.
+    """
+    return (q_values.float() - target.float()).pow(2).mean(-1).sum()
+
+
 def advantage_weights(advantages: torch.Tensor, inverse_temperature: float, max_weight: float) -> torch.Tensor:
     """AWR-style weights exp(β A), clipped at ``max_weight`` (IQL: β = 3, AWAC: β = 1/λ; both clip at 100)."""
     return torch.exp(inverse_temperature * advantages).clamp(max=max_weight)
-
-
-def step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
-    """One backward for a sum of losses whose gradients touch disjoint parameter sets, then every step."""
-    for optimizer in optimizers:
-        optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    for optimizer in optimizers:
-        optimizer.step()
 
 
 class LearnerBase:
@@ -65,15 +76,31 @@ class LearnerBase:
         self.context = context
         self.device = torch.device(context.device)
         normalize = getattr(config, "normalize_observations", True)
+        self.observation_normalizer = ObservationNormalizer(context.observation_normalizer, enabled=normalize)
+        self.action_scaler = ActionScaler(context.action_low, context.action_high)
         self.nets = nn.ModuleDict(
-            {
-                "observation_normalizer": ObservationNormalizer(context.observation_normalizer, enabled=normalize),
-                "action_scaler": ActionScaler(context.action_low, context.action_high),
-            }
+            {"observation_normalizer": self.observation_normalizer, "action_scaler": self.action_scaler}
         )
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
         self.updates = 0
+
+    def step(self, losses: dict[str, torch.Tensor]) -> None:
+        """One backward of the summed ``losses``, then a step of each optimizer they are named after.
+
+        Each term must reach only its own optimizer's parameters (targets, sampled
+        actions and weights are detached where a term must not move them), so one
+        backward of the sum equals one backward per term; the contract test checks it.
+        The backward and the steps run outside autocast: gradients and the Adam
+        update stay in the float32 of the master weights.
+        """
+        optimizers = [self.optimizers[name] for name in losses]
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, enabled=False):
+            torch.stack([loss.float() for loss in losses.values()]).sum().backward()
+            for optimizer in optimizers:
+                optimizer.step()
 
     def finish_setup(self) -> None:
         """Move everything to the training device (call once the networks are in ``self.nets``)."""
@@ -81,10 +108,10 @@ class LearnerBase:
 
     def inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(normalized observations, unit-box actions, normalized next observations)."""
-        normalize = self.nets["observation_normalizer"]
+        normalize = self.observation_normalizer
         return (
             normalize(batch.observations),
-            self.nets["action_scaler"].to_unit(batch.actions),
+            self.action_scaler.to_unit(batch.actions),
             normalize(batch.next_observations),
         )
 
@@ -94,9 +121,9 @@ class LearnerBase:
         single = observations.dim() == 1
         with torch.no_grad():
             unit = self.policy_actions(
-                self.nets["observation_normalizer"](observations.reshape(-1, self.context.obs_dim)), deterministic
+                self.observation_normalizer(observations.reshape(-1, self.context.obs_dim)), deterministic
             )
-        actions = self.nets["action_scaler"].to_env(unit)
+        actions = self.action_scaler.to_env(unit)
         return actions[0] if single else actions
 
     def policy_actions(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:

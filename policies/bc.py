@@ -15,18 +15,15 @@ from torch.nn import functional as F
 
 from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
-from policies.base import LearnerBase, adam, step
+from policies.base import LearnerBase, LearnerConfig, adam
 from policies.networks import DeterministicActor
 
 
 @dataclass
-class BCConfig:
+class BCConfig(LearnerConfig):
     hidden_sizes: tuple[int, ...] = (256, 256)
     actor_lr: float = 3e-4
     normalize_observations: bool = True
-
-    def __post_init__(self) -> None:
-        self.hidden_sizes = tuple(int(width) for width in self.hidden_sizes)
 
 
 class BC(LearnerBase):
@@ -40,10 +37,10 @@ class BC(LearnerBase):
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.updates += 1
-        observations = self.nets["observation_normalizer"](batch.observations)
-        actions = self.nets["action_scaler"].to_unit(batch.actions)
+        observations = self.observation_normalizer(batch.observations)
+        actions = self.action_scaler.to_unit(batch.actions)
         loss = F.mse_loss(self.nets["actor"](observations), actions)
-        step([self.optimizers["actor"]], loss)
+        self.step({"actor": loss})
         return {"actor_loss": loss.detach()}
 
     def policy_actions(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:

@@ -27,7 +27,6 @@ from torch import nn
 
 from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
-from policies.base import adam
 from policies.networks import CriticEnsemble, SquashedGaussian, TanhGaussianActor
 from policies.sac import SAC, SACConfig
 
@@ -73,11 +72,12 @@ class CQL(SAC):
     def __init__(self, config: CQLConfig, context: LearnerContext) -> None:
         super().__init__(config, context)
         if config.lagrange_threshold is not None:
-            # CORL: log α' starts at 1.0 and uses the Q learning rate.
-            self.nets["cql_lagrange"] = nn.ParameterDict(
-                {"log_alpha_prime": nn.Parameter(torch.tensor(1.0, device=self.device))}
-            )
-            self.optimizers["cql_lagrange"] = adam(self.nets["cql_lagrange"], config.critic_lr)
+            # CORL: log α' starts at 1.0 and has its own Adam at the Q learning rate. Here it is a
+            # parameter group of the critics' Adam (the same update), so the critic loss term, which
+            # carries its dual ascent, steps exactly the parameters it reaches.
+            self.log_alpha_prime = nn.Parameter(torch.tensor(1.0, device=self.device))
+            self.nets["cql_lagrange"] = nn.ParameterDict({"log_alpha_prime": self.log_alpha_prime})
+            self.optimizers["critic"].add_param_group({"params": [self.log_alpha_prime]})
 
     def build_actor(self, context: LearnerContext) -> nn.Module:
         return TanhGaussianActor(
@@ -131,8 +131,7 @@ class CQL(SAC):
         metrics = {"cql_gap": gap.detach().mean()}
         if config.lagrange_threshold is None:
             return config.cql_alpha * gap.sum(), metrics
-        log_alpha_prime = self.nets["cql_lagrange"]["log_alpha_prime"]
-        alpha_prime = log_alpha_prime.exp().clamp(0.0, 1e6)
+        alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)
         constraint = config.cql_alpha * (gap - config.lagrange_threshold)
         # Critics minimize α'·constraint; α' maximizes it (dual ascent), halved over the two critics as in CORL.
         loss = (alpha_prime.detach() * constraint).sum() - 0.5 * (alpha_prime * constraint.detach()).sum()

@@ -8,7 +8,7 @@ Defaults: ikostrikov/implicit_q_learning ``configs/mujoco_config.py`` and
 ``train_offline.py`` (2x256 networks, lr 3e-4, cosine decay of the actor lr over
 the run, locomotion rewards scaled by 1000 / (max - min episode return)); the
 actor is a Gaussian with tanh'd mean and a state-independent log-std clipped to
-[-10, 2] (official ``NormalTanhPolicy(state_dependent_std=False,
+[-5, 2] (official ``learner.py``'s ``log_std_min=-5.0``; ``NormalTanhPolicy(state_dependent_std=False,
 tanh_squash_distribution=False)``). Like CORL, all three losses use the
 parameters from before this step (V(s') and the advantages are computed before
 V moves), so they are stepped together from one backward.
@@ -25,10 +25,11 @@ from mbrl_core.errors import ConfigError
 from mbrl_core.learner import LearnerContext
 from policies.base import (
     LearnerBase,
+    LearnerConfig,
     adam,
     advantage_weights,
     soft_update,
-    step,
+    td_loss,
     td_target,
     with_target,
 )
@@ -36,7 +37,7 @@ from policies.networks import CriticEnsemble, GaussianActor, gaussian_log_prob
 
 
 @dataclass
-class IQLConfig:
+class IQLConfig(LearnerConfig):
     hidden_sizes: tuple[int, ...] = (256, 256)
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
@@ -48,12 +49,11 @@ class IQLConfig:
     max_weight: float = 100.0  # exp-advantage clip
     cosine_actor_lr: bool = True
     scale_rewards_by_return_range: bool = True  # r * 1000 / (max - min episode return), locomotion
-    log_std_min: float = -10.0
+    # The official learner builds its policy with log_std_min=-5.0 (implicit_q_learning learner.py,
+    # ``NormalTanhPolicy(..., log_std_min=-5.0, ...)``); -10 is only policy.py's module default.
+    log_std_min: float = -5.0
     log_std_max: float = 2.0
     normalize_observations: bool = True  # CORL's IQL normalizes states
-
-    def __post_init__(self) -> None:
-        self.hidden_sizes = tuple(int(width) for width in self.hidden_sizes)
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -110,13 +110,13 @@ class IQL(LearnerBase):
         value_loss = expectile_loss(advantage, config.expectile)
 
         q = self.nets["critic"](observations, actions)
-        critic_loss = (q - q_target).pow(2).mean(-1).sum()
+        critic_loss = td_loss(q, q_target)
 
         mean, log_std = self.nets["actor"](observations)
         weights = advantage_weights(advantage.detach(), config.beta, config.max_weight)
         actor_loss = -(weights * gaussian_log_prob(actions, mean, log_std)).mean()
 
-        step(list(self.optimizers.values()), value_loss + critic_loss + actor_loss)
+        self.step({"value": value_loss, "critic": critic_loss, "actor": actor_loss})
         for scheduler in self.schedulers.values():
             scheduler.step()
         soft_update(self.nets["critic_target"], self.nets["critic"], config.tau)

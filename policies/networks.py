@@ -6,11 +6,15 @@ Conventions (all learners):
   so the papers' MuJoCo settings (max_action = 1) carry over unchanged.
 - Critic ensembles (twin Q, larger ensembles) are one module with batched weights
   ``[E, in, out]``: every member runs in one ``torch.baddbmm`` per layer.
+- Under bfloat16 autocast (``trainer.precision: bf16``) the hidden layers run in
+  bfloat16 and every output layer in float32, so Q-values, means and log-stds
+  keep float32's mantissa (a Q of 300 in bfloat16 is only known to ±1).
 """
 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -24,6 +28,9 @@ LOG_2 = math.log(2.0)
 
 class ObservationNormalizer(nn.Module):
     """Fixed ``(obs - mean) / std`` with buffers, so the statistics travel with the state dict."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, normalizer: Normalizer, enabled: bool = True) -> None:
         super().__init__()
@@ -39,6 +46,9 @@ class ObservationNormalizer(nn.Module):
 
 class ActionScaler(nn.Module):
     """Affine map between the environment's action box and the unit box [-1, 1]^d."""
+
+    center: torch.Tensor
+    half_range: torch.Tensor
 
     def __init__(self, low: torch.Tensor, high: torch.Tensor) -> None:
         super().__init__()
@@ -57,13 +67,21 @@ class ActionScaler(nn.Module):
         return unit_actions.clamp(-1.0, 1.0) * self.half_range + self.center
 
 
+class Float32Linear(nn.Linear):
+    """A network's output layer: float32 even under bfloat16 autocast (it costs a sliver of the FLOPs)."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(inputs.device.type, enabled=False):
+            return super().forward(inputs.float())
+
+
 def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
     """Linear-ReLU stack (the papers' networks: ReLU MLPs, PyTorch default init)."""
     layers: list[nn.Module] = []
     for width in hidden:
         layers += [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
         in_dim = width
-    layers.append(nn.Linear(in_dim, out_dim))
+    layers.append(Float32Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
 
 
@@ -88,12 +106,16 @@ class EnsembleLinear(nn.Module):
         self.bias.zero_()
 
 
+# Rows per pass when a critic evaluates many actions per state (CQL's 30 x 256 proposals): 1024 rows
+# of a 256-wide float32 layer are 1 MB, a core's L2 here; measured on CQL's update (benchmarks/
+# throughput.py), one pass over all 7680 rows was 1.3x slower than passes of 1024.
+MANY_ACTIONS_CHUNK_ROWS = 1024
+
+
 class CriticEnsemble(nn.Module):
     """``E`` Q-networks Q_e(s, a) (or value networks V_e(s) when ``act_dim == 0``) in one module.
 
     ``forward(obs [N, o], actions [N, a] or [N, K, a]) -> [E, N] or [E, N, K]``.
-    The first layer is split into its observation and action parts so that K
-    actions per state (CQL's sampled actions) share one observation product.
     ``frozen=True`` uses detached weights: gradients reach the actions (an
     actor's loss) but never the critic's parameters.
     """
@@ -102,14 +124,17 @@ class CriticEnsemble(nn.Module):
         self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], members: int = 2, orthogonal_init: bool = False
     ) -> None:
         super().__init__()
+        if not hidden:
+            raise ConfigError("hidden_sizes needs at least one width (a critic is an MLP)")
         self.obs_dim, self.act_dim, self.members = obs_dim, act_dim, members
         widths = (obs_dim + act_dim, *hidden, 1)
-        self.layers = nn.ModuleList(EnsembleLinear(members, i, o) for i, o in zip(widths[:-1], widths[1:]))
+        layers = [EnsembleLinear(members, i, o) for i, o in zip(widths[:-1], widths[1:])]
         if orthogonal_init:
             # CORL's CQL: orthogonal hidden layers with gain sqrt(2), output layer gain 1e-2, zero biases.
-            for layer in self.layers[:-1]:
+            for layer in layers[:-1]:
                 layer.orthogonal_(math.sqrt(2.0))
-            self.layers[-1].orthogonal_(1e-2)
+            layers[-1].orthogonal_(1e-2)
+        self.layers = nn.ModuleList(layers)
 
     def forward(
         self,
@@ -119,32 +144,32 @@ class CriticEnsemble(nn.Module):
         members: int | None = None,
     ) -> torch.Tensor:
         """``members=k`` evaluates only the first k members (TD3's actor uses Q1 alone)."""
-        params = [(layer.weight, layer.bias) for layer in self.layers]
+        layers = cast(list[EnsembleLinear], list(self.layers))
+        params: list[tuple[torch.Tensor, torch.Tensor]] = [(layer.weight, layer.bias) for layer in layers]
         if members is not None:
             params = [(w[:members], b[:members]) for w, b in params]
         if frozen:
             params = [(w.detach(), b.detach()) for w, b in params]
-        (w_in, b_in), hidden = params[0], params[1:]
-        count = w_in.shape[0]
-        if actions is not None and actions.dim() == 3:
-            x = self.first_layer_many_actions(observations, actions, w_in, b_in)
-        else:
+        if actions is None or actions.dim() == 2:
             inputs = observations if actions is None else torch.cat([observations, actions], dim=-1)
-            x = torch.baddbmm(b_in, inputs.expand(count, *inputs.shape), w_in)
+            return self.values(inputs, params)
+        # K actions per state: each state's observation repeated beside its actions. (Computing the
+        # observation's first-layer product once per state costs more than it saves at these widths:
+        # the broadcast sum and its backward move 4x the first layer's data.)
+        rows, k, _ = actions.shape
+        inputs = torch.cat([observations.unsqueeze(1).expand(-1, k, -1), actions], dim=-1).flatten(0, 1)
+        chunks = inputs.split(MANY_ACTIONS_CHUNK_ROWS)
+        return torch.cat([self.values(chunk, params) for chunk in chunks], dim=-1).view(-1, rows, k)
+
+    @staticmethod
+    def values(inputs: torch.Tensor, params: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """``[rows, in] -> [E, rows]``: every member's MLP, one batched matmul per layer."""
+        (w_in, b_in), *hidden, (w_out, b_out) = params
+        x = torch.baddbmm(b_in, inputs.expand(w_in.shape[0], *inputs.shape), w_in)
         for weight, bias in hidden:
             x = torch.baddbmm(bias, torch.relu_(x), weight)  # in place: baddbmm saves its inputs, not its output
-        values = x.squeeze(-1)
-        return values.view(count, *actions.shape[:2]) if actions is not None and actions.dim() == 3 else values
-
-    def first_layer_many_actions(
-        self, observations: torch.Tensor, actions: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
-    ) -> torch.Tensor:
-        """First layer for K actions per state ``[N, K, a]``: the observation product is computed once per state."""
-        count, (rows, k, _) = weight.shape[0], actions.shape
-        state_part = torch.baddbmm(bias, observations.expand(count, *observations.shape), weight[:, : self.obs_dim])
-        flat = actions.reshape(rows * k, self.act_dim)
-        action_part = torch.bmm(flat.expand(count, *flat.shape), weight[:, self.obs_dim :])
-        return (state_part.unsqueeze(2) + action_part.view(count, rows, k, -1)).flatten(1, 2)
+        with torch.autocast(x.device.type, enabled=False):  # values in float32 (see the module docstring)
+            return torch.baddbmm(b_out, torch.relu_(x).float(), w_out).squeeze(-1)
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
@@ -212,8 +237,10 @@ class TanhGaussianActor(nn.Module):
         self.log_std_offset = nn.Parameter(torch.tensor(float(log_std_offset)))
         if small_output_init:
             # CORL's CQL actor: output layer xavier-uniform with gain 1e-2, zero bias.
-            nn.init.xavier_uniform_(self.net[-1].weight, gain=1e-2)
-            nn.init.zeros_(self.net[-1].bias)
+            output = self.net[-1]
+            assert isinstance(output, Float32Linear)
+            nn.init.xavier_uniform_(output.weight, gain=1e-2)
+            nn.init.zeros_(output.bias)
 
     def forward(self, observations: torch.Tensor) -> SquashedGaussian:
         mean, raw_log_std = self.net(observations).split(self.act_dim, dim=-1)

@@ -22,12 +22,12 @@ from torch import nn
 
 from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
-from policies.base import LearnerBase, adam, soft_update, step, td_target, with_target
+from policies.base import LearnerBase, LearnerConfig, adam, soft_update, td_loss, td_target, with_target
 from policies.networks import CriticEnsemble, SquashedGaussian, TanhGaussianActor
 
 
 @dataclass
-class SACConfig:
+class SACConfig(LearnerConfig):
     # 2x256, lr 3e-4 for all, γ 0.99, τ 0.005: Haarnoja et al. 2018 (Table 1); MOPO's SAC (`M = 256`).
     hidden_sizes: tuple[int, ...] = (256, 256)
     critic_members: int = 2
@@ -42,9 +42,6 @@ class SACConfig:
     target_entropy: float | None = None
     backup_entropy: bool = True
     normalize_observations: bool = False  # SAC and MOPO's SAC feed raw states
-
-    def __post_init__(self) -> None:
-        self.hidden_sizes = tuple(int(width) for width in self.hidden_sizes)
 
 
 class Temperature(nn.Module):
@@ -101,15 +98,15 @@ class SAC(LearnerBase):
             target = self.critic_target(batch, next_observations, next_policy, alpha)
 
         q_data = critic(observations, actions)
-        critic_loss = (q_data - target).pow(2).mean(-1).sum()
+        critic_loss = td_loss(q_data, target)
         regularizer, metrics = self.critic_regularizer(batch, observations, q_data, policy.detach(), next_policy)
         actor_loss = self.actor_objective(observations, actions, policy, new_actions, log_pi, alpha.detach())
-        loss = critic_loss + regularizer + actor_loss
+        losses = {"critic": critic_loss + regularizer, "actor": actor_loss}
         if self.config.auto_entropy:
             entropy_gap = log_pi.detach() + self.target_entropy
-            loss = loss - (self.nets["temperature"].log_alpha * entropy_gap).mean()
+            losses["temperature"] = -(self.nets["temperature"].log_alpha * entropy_gap).mean()
 
-        step(list(self.optimizers.values()), loss)
+        self.step(losses)
         soft_update(self.nets["critic_target"], critic, self.config.tau)
         metrics.update(
             critic_loss=critic_loss.detach(),

@@ -18,12 +18,12 @@ from torch.nn import functional as F
 
 from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
-from policies.base import LearnerBase, adam, soft_update, step, td_target, with_target
+from policies.base import LearnerBase, LearnerConfig, adam, soft_update, td_loss, td_target, with_target
 from policies.networks import CriticEnsemble, DeterministicActor
 
 
 @dataclass
-class TD3BCConfig:
+class TD3BCConfig(LearnerConfig):
     hidden_sizes: tuple[int, ...] = (256, 256)
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
@@ -34,9 +34,6 @@ class TD3BCConfig:
     noise_clip: float = 0.5
     policy_freq: int = 2
     normalize_observations: bool = True
-
-    def __post_init__(self) -> None:
-        self.hidden_sizes = tuple(int(width) for width in self.hidden_sizes)
 
 
 def bc_lambda(q_policy: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -69,8 +66,8 @@ class TD3BC(LearnerBase):
             next_q = self.nets["critic_target"](next_observations, next_actions).min(0).values
             target = td_target(batch.rewards, batch.terminals, next_q, config.gamma)
         q = self.nets["critic"](observations, actions)
-        critic_loss = (q - target).pow(2).mean(-1).sum()
-        step([self.optimizers["critic"]], critic_loss)
+        critic_loss = td_loss(q, target)
+        self.step({"critic": critic_loss})
 
         if self.updates % config.policy_freq == 0:
             self.actor_metrics = self.update_actor(observations, actions)
@@ -82,7 +79,7 @@ class TD3BC(LearnerBase):
         lam = bc_lambda(q1, self.config.alpha)
         bc_loss = F.mse_loss(policy_actions, actions)
         actor_loss = -lam * q1.mean() + bc_loss
-        step([self.optimizers["actor"]], actor_loss)
+        self.step({"actor": actor_loss})
         soft_update(self.nets["critic_target"], self.nets["critic"], self.config.tau)
         soft_update(self.nets["actor_target"], self.nets["actor"], self.config.tau)
         return {"actor_loss": actor_loss.detach(), "bc_loss": bc_loss.detach(), "lambda": lam}

@@ -39,6 +39,8 @@ PINNED = {
         "max_weight": 100.0,
         "cosine_actor_lr": True,
         "scale_rewards_by_return_range": True,
+        "log_std_min": -5.0,
+        "log_std_max": 2.0,
     },
     "awac": {
         "hidden_sizes": (256, 256, 256),

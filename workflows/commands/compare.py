@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from mbrl_core.config import parse_overrides
+from workflows.commands.train import add_precision_argument, with_precision
 from workflows.compare import CompareSpec, default_name, report_compare, run_compare
 from workflows.report import terminal_summary
 
@@ -69,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--name", default=None, help="compare folder name (default: from the datasets and steps; re-running resumes it)"
     )
     add_grid_arguments(parser, steps=None, seeds=3, algos=None, workers=1)
+    add_precision_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         algos=tuple(args.algos),
         seeds=tuple(range(args.seeds)),
         steps=args.steps,
-        overrides=parse_overrides(args.overrides),
+        overrides=parse_overrides(with_precision(args)),
     )
     return run_grid(spec, args)
 

@@ -6,6 +6,7 @@ import argparse
 
 from mbrl_core.config import parse_overrides
 from mbrl_core.errors import ConfigError
+from mbrl_core.trainer import PRECISIONS
 from workflows.runs import is_finished, read_eval, runs_root, train_run
 
 HELP = "train one learner (model-free or model-based) on a Minari dataset"
@@ -42,6 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rollouts", default=None, help="model-based: an existing rollouts.zarr to reuse (e.g. with another penalty)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_precision_argument(parser)
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="policy updates in float32 (32) or under bfloat16 autocast (bf16); same as --set trainer.precision=...",
+    )
+
+
+def with_precision(args: argparse.Namespace) -> list[str]:
+    """The --set overrides, plus trainer.precision when --precision was given."""
+    return [*args.overrides, *([f"trainer.precision={args.precision}"] if args.precision else [])]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         args.dataset,
         steps=args.steps,
         seed=args.seed,
-        overrides=parse_overrides(args.overrides),
+        overrides=parse_overrides(with_precision(args)),
         runs_dir=args.runs_dir,
         run_name=args.name,
         resume=args.resume,
