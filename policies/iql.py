@@ -48,7 +48,7 @@ class IQLConfig:
     max_weight: float = 100.0  # exp-advantage clip
     cosine_actor_lr: bool = True
     scale_rewards_by_return_range: bool = True  # r * 1000 / (max - min episode return), locomotion
-    log_std_min: float = -10.0
+    log_std_min: float = -5.0  # official learner.py passes -5.0 (policy.py LOG_STD_MIN -10 goes unused)
     log_std_max: float = 2.0
     normalize_observations: bool = True  # CORL's IQL normalizes states
 
