@@ -128,12 +128,7 @@ def parse_dataset_id(dataset_id: str) -> tuple[str | None, str | None]:
 
 def identify_dataset(info: DatasetInfo) -> DatasetIdentity:
     """Family from the env spec and kind from the ``dataset_kind`` metadata, each failing that from the id."""
-    id_family, id_kind = parse_dataset_id(info.dataset_id)
-    family, family_from = (environment_family(info.env_id), f"env spec {info.env_id}") if info.env_id else (None, "")
-    if family is None and id_family is not None:
-        family, family_from = id_family, "id"
-    kind, kind_from = (info.dataset_kind, "metadata") if info.dataset_kind else (id_kind, "id" if id_kind else "")
-    return DatasetIdentity(info.dataset_id, family, kind, family_from or "unknown", kind_from or "unknown")
+    return _identify(info.dataset_id, info.env_id, info.dataset_kind)
 
 
 def as_identity(dataset: str | DatasetIdentity | None) -> DatasetIdentity | None:
@@ -147,9 +142,23 @@ def dataset_identity(dataset_id: str) -> DatasetIdentity:
     try:
         info = dataset_info(load_minari(dataset_id, download=False))
     except DatasetError:
-        family, kind = parse_dataset_id(dataset_id)
-        return DatasetIdentity(dataset_id, family, kind, "id" if family else "unknown", "id" if kind else "unknown")
+        return _identify(dataset_id, env_id=None, recorded_kind=None)
     return identify_dataset(info)
+
+
+def _identify(dataset_id: str, env_id: str | None, recorded_kind: str | None) -> DatasetIdentity:
+    id_family, id_kind = parse_dataset_id(dataset_id)
+    family: str | None
+    kind: str | None
+    if env_id:
+        family, family_from = environment_family(env_id), f"env spec {env_id}"
+    else:
+        family, family_from = id_family, ("id" if id_family else "unknown")
+    if recorded_kind:
+        kind, kind_from = recorded_kind, "metadata"
+    else:
+        kind, kind_from = id_kind, ("id" if id_kind else "unknown")
+    return DatasetIdentity(dataset_id, family, kind, family_from, kind_from)
 
 
 # --------------------------------------------------------------------------- per-dataset settings
