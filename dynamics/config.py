@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from mbrl_core.config import build_config, config_to_dict, configs_dir, merge, read_yaml
+from mbrl_core.config import (
+    DatasetIdentity,
+    PerDatasetChoice,
+    apply_per_dataset,
+    as_identity,
+    build_config,
+    choose_per_dataset,
+    config_to_dict,
+    configs_dir,
+    merge,
+    read_yaml,
+)
 from mbrl_core.errors import ConfigError
 
 TERMINATION_CHOICES = ("auto", "never", "learned")
@@ -92,20 +102,24 @@ class DynamicsConfig:
         return config_to_dict(self)
 
 
-def dynamics_config_values(dataset_id: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``configs/dynamics.yaml`` defaults, then its matching ``datasets:`` overrides, then ``overrides``."""
-    content = read_yaml(configs_dir() / "dynamics.yaml")
-    values = {key: value for key, value in content.items() if key != "datasets"}
-    for pattern, dataset_overrides in (content.get("datasets") or {}).items():
-        if dataset_id is not None and fnmatch.fnmatch(dataset_id, pattern):
-            values = merge(values, dataset_overrides or {})
-    return merge(values, overrides or {})
+def dynamics_per_dataset(dataset: str | DatasetIdentity | None) -> PerDatasetChoice:
+    """The entries of ``configs/dynamics.yaml``'s per-dataset settings that ``dataset`` matches
+    (the resolver of ``mbrl_core.config``, as for the learner configs)."""
+    return choose_per_dataset(read_yaml(configs_dir() / "dynamics.yaml"), as_identity(dataset), "configs/dynamics.yaml")
+
+
+def dynamics_config_values(
+    dataset: str | DatasetIdentity | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``configs/dynamics.yaml`` defaults, then its per-dataset entries for ``dataset``, then ``overrides``."""
+    choice = dynamics_per_dataset(dataset)
+    return merge(apply_per_dataset(choice.defaults, choice), overrides or {})
 
 
 def make_dynamics_config(
-    config: DynamicsConfig | dict[str, Any] | None, dataset_id: str | None = None
+    config: DynamicsConfig | dict[str, Any] | None, dataset: str | DatasetIdentity | None = None
 ) -> DynamicsConfig:
     """A DynamicsConfig from an instance, a dict of overrides on the YAML defaults, or None (the defaults)."""
     if isinstance(config, DynamicsConfig):
         return config
-    return build_config(DynamicsConfig, dynamics_config_values(dataset_id, config), "dynamics")
+    return build_config(DynamicsConfig, dynamics_config_values(dataset, config), "dynamics")

@@ -1,11 +1,24 @@
-"""YAML defaults, per-dataset overrides and command-line overrides, resolved into typed configs.
+"""YAML defaults, per-dataset settings and command-line overrides, resolved into typed configs.
 
 ``configs/<algo>.yaml`` holds sections (``learner``, ``trainer``, and for
-model-based algorithms ``rollouts``) plus an optional ``datasets`` mapping of
-``fnmatch`` patterns on the dataset id to section overrides, applied in file
-order. ``configs/trainer.yaml`` holds the shared trainer defaults. Command-line
-``--set key=value`` overrides come last; a bare key goes to the ``learner``
-section, ``section.key`` to that section.
+model-based algorithms ``rollouts`` and the model's section); ``configs/trainer.yaml``
+the shared trainer defaults. Per-dataset settings are chosen by what the
+dataset IS, not by how its id is spelled, from the least to the most specific:
+
+1. the file's defaults;
+2. ``per_dataset: {<family>: {<kind>: {...values, source: "..."}}}``: the
+   environment family comes from the dataset's env spec (``Hopper-v5`` ->
+   ``hopper``), the kind (random, medium, medium-replay, expert, medium-expert)
+   from the dataset's ``dataset_kind`` metadata, each failing that from the id
+   (``hopper/medium-replay-v0``, ``mujoco/hopper/medium-v0``, ``hopper-medium-v2``);
+3. ``dataset_ids: {<fnmatch pattern on the id>: {...values, source: "..."}}``,
+   applied in file order;
+4. command-line ``--set key=value`` overrides: a bare key goes to the
+   ``learner`` section, ``section.key`` to that section.
+
+The same resolver serves the flat YAML of the dynamics ensemble (its entries
+hold plain keys instead of sections). Every run prints and records which
+per-dataset values it got and their source (:class:`PerDatasetChoice`).
 """
 
 from __future__ import annotations
@@ -14,16 +27,19 @@ import copy
 import dataclasses
 import fnmatch
 import math
+import re
 import types
 import typing
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from mbrl_core.errors import ConfigError
+from mbrl_core.data import DatasetInfo, dataset_info, load_minari
+from mbrl_core.errors import ConfigError, DatasetError
 
 T = TypeVar("T")
 
@@ -70,22 +86,247 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     return result
 
 
-def resolve_algo_config(
-    algo: str, dataset_id: str | None = None, overrides: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Trainer defaults, then the algorithm's file, then matching per-dataset overrides, then ``overrides``."""
+# --------------------------------------------------------------------------- what a dataset is
+
+# The D4RL dataset kinds, longest first so that "medium-replay" is found before "medium".
+DATASET_KINDS = ("medium-replay", "medium-expert", "random", "medium", "expert")
+PER_DATASET_KEY = "per_dataset"
+ID_PATTERNS_KEY = "dataset_ids"
+SOURCE_KEY = "source"
+_VERSION = re.compile(r"-v\d+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetIdentity:
+    """The environment family and the kind of a dataset, and where each was read."""
+
+    dataset_id: str
+    family: str | None
+    kind: str | None
+    family_from: str = "unknown"  # "env spec <id>" or "id"
+    kind_from: str = "unknown"  # "metadata" or "id"
+
+    @property
+    def label(self) -> str:
+        return f"{self.family or '?'}/{self.kind or '?'}"
+
+
+def environment_family(env_id: str) -> str:
+    """``Hopper-v5`` -> ``hopper``, ``ns/HalfCheetah-v5`` -> ``halfcheetah``."""
+    return _VERSION.sub("", env_id.rsplit("/", 1)[-1]).lower()
+
+
+def parse_dataset_id(dataset_id: str) -> tuple[str | None, str | None]:
+    """(family, kind) spelled in an id: ``hopper/medium-replay-v0``, ``mujoco/hopper/medium-v0`` or
+    ``hopper-medium-replay-v2`` give (hopper, medium-replay) / (hopper, medium) / (hopper, medium-replay)."""
+    *folders, last = dataset_id.split("/")
+    stem = _VERSION.sub("", last)
+    for kind in DATASET_KINDS:
+        if stem == kind:
+            return (folders[-1].lower() if folders else None), kind
+        if stem.endswith(f"-{kind}"):
+            return stem[: -len(kind) - 1].lower(), kind
+    return (folders[-1].lower() if folders else None), None
+
+
+def identify_dataset(info: DatasetInfo) -> DatasetIdentity:
+    """Family from the env spec and kind from the ``dataset_kind`` metadata, each failing that from the id."""
+    return _identify(info.dataset_id, info.env_id, info.dataset_kind)
+
+
+def as_identity(dataset: str | DatasetIdentity | None) -> DatasetIdentity | None:
+    """An identity given as itself, or by dataset id (see :func:`dataset_identity`)."""
+    return dataset_identity(dataset) if isinstance(dataset, str) else dataset
+
+
+def dataset_identity(dataset_id: str) -> DatasetIdentity:
+    """The identity of a dataset by id: from its metadata when it is stored locally (nothing is
+    downloaded to resolve a config), else from the id alone."""
+    try:
+        info = dataset_info(load_minari(dataset_id, download=False))
+    except DatasetError:
+        return _identify(dataset_id, env_id=None, recorded_kind=None)
+    return identify_dataset(info)
+
+
+def _identify(dataset_id: str, env_id: str | None, recorded_kind: str | None) -> DatasetIdentity:
+    id_family, id_kind = parse_dataset_id(dataset_id)
+    family: str | None
+    kind: str | None
+    if env_id:
+        family, family_from = environment_family(env_id), f"env spec {env_id}"
+    else:
+        family, family_from = id_family, ("id" if id_family else "unknown")
+    if recorded_kind:
+        kind, kind_from = recorded_kind, "metadata"
+    else:
+        kind, kind_from = id_kind, ("id" if id_kind else "unknown")
+    return DatasetIdentity(dataset_id, family, kind, family_from, kind_from)
+
+
+# --------------------------------------------------------------------------- per-dataset settings
+
+
+@dataclasses.dataclass(frozen=True)
+class PerDatasetMatch:
+    level: str  # "hopper/medium" or "id pattern '*hopper-medium-v0'"
+    values: dict[str, Any]
+    source: str
+
+
+@dataclasses.dataclass
+class PerDatasetChoice:
+    """Which per-dataset entries of one YAML file a dataset got, and what the file tunes per dataset."""
+
+    file: str
+    identity: DatasetIdentity
+    matches: list[PerDatasetMatch]
+    tuned_keys: list[str]  # dotted keys some entry of the file sets
+    defaults: dict[str, Any]  # the file's defaults, before any per-dataset entry
+
+    @property
+    def applied(self) -> dict[str, Any]:
+        """The per-dataset values that reached the config, as dotted keys (later levels win)."""
+        merged: dict[str, Any] = {}
+        for match in self.matches:
+            merged = merge(merged, match.values)
+        return dict(flatten(merged))
+
+    def summary(self, overrides: dict[str, Any] | None = None) -> str:
+        """One line: what was applied and from where, or that nothing matched and which fallback is used,
+        e.g. ``mopo on hopper/medium-v0 (hopper/medium): penalty 5.0, horizon 5 (OfflineRL-Kit ...)``."""
+        overridden = {key: value for key, value in flatten(overrides or {}) if key in self.tuned_keys}
+        subject = f"{Path(self.file).stem} on {self.identity.dataset_id} ({self.identity.label})"
+        if not self.tuned_keys:
+            text = f"{self.file} has no per-dataset values (the same settings on every dataset)"
+        elif self.matches:
+            values = ", ".join(f"{_short(key)} {value}" for key, value in self.applied.items())
+            text = f"{values} ({'; '.join(match.source for match in self.matches)})"
+        else:
+            defaults = dict(flatten(self.defaults))
+            fallback = ", ".join(f"{_short(key)} {defaults.get(key)}" for key in self.tuned_keys)
+            text = f"no per-dataset values for {self.identity.label}; fallback: {self.file} defaults ({fallback})"
+        if overridden:
+            text += "; --set wins: " + ", ".join(f"{_short(key)} {value}" for key, value in overridden.items())
+        return f"{subject}: {text}"
+
+    def record(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What a run's ``config.yaml`` keeps about this choice."""
+        identity = self.identity
+        return {
+            "file": self.file,
+            "family": identity.family,
+            "family_from": identity.family_from,
+            "kind": identity.kind,
+            "kind_from": identity.kind_from,
+            "applied": self.applied,
+            "sources": [f"{match.level}: {match.source}" for match in self.matches],
+            "summary": self.summary(overrides),
+        }
+
+
+def _short(dotted_key: str) -> str:
+    return dotted_key.rsplit(".", 1)[-1]
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``{"learner": {"penalty": 5}}`` -> ``("learner.penalty", 5)``."""
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            yield from flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def choose_per_dataset(content: dict[str, Any], identity: DatasetIdentity | None, file: str) -> PerDatasetChoice:
+    """The entries of a YAML file's ``per_dataset`` table and ``dataset_ids`` patterns that ``identity`` matches."""
+    table = content.get(PER_DATASET_KEY) or {}
+    patterns = content.get(ID_PATTERNS_KEY) or {}
+    entries = list(_table_entries(table, file)) + [(f"id pattern '{p}'", e) for p, e in _mapping(patterns, file)]
+    # Keys set by more entries first (MOPO: penalty and horizon before the optimizer keys of a few entries).
+    counts = Counter(key for _, entry in entries for key, _ in flatten(_values(entry)))
+    tuned = sorted(counts, key=lambda key: -counts[key])
+    matches = []
+    if identity is not None:
+        families = {str(family).lower(): kinds for family, kinds in _mapping(table, file)}
+        entry = (families.get(identity.family or "") or {}).get(identity.kind or "")
+        if entry is not None:
+            matches.append(PerDatasetMatch(identity.label, _values(entry), _source(entry, identity.label, file)))
+        for pattern, entry in _mapping(patterns, file):
+            if fnmatch.fnmatch(identity.dataset_id, pattern):
+                level = f"id pattern '{pattern}'"
+                matches.append(PerDatasetMatch(level, _values(entry), _source(entry, level, file)))
+    defaults = {key: value for key, value in content.items() if key not in (PER_DATASET_KEY, ID_PATTERNS_KEY)}
+    return PerDatasetChoice(file, identity or DatasetIdentity("", None, None), matches, tuned, defaults)
+
+
+def apply_per_dataset(base: dict[str, Any], choice: PerDatasetChoice) -> dict[str, Any]:
+    """``base`` with the matched entries merged in, least specific first."""
+    for match in choice.matches:
+        base = merge(base, match.values)
+    return base
+
+
+def _mapping(value: Any, file: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{file}: per-dataset settings must be a mapping, got {value!r}")
+    for key, entry in value.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{file}: the per-dataset entry '{key}' must be a mapping, got {entry!r}")
+        yield str(key), entry
+
+
+def _table_entries(table: Any, file: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for family, kinds in _mapping(table, file):
+        for kind, entry in _mapping(kinds, file):
+            if kind not in DATASET_KINDS:
+                raise ConfigError(
+                    f"{file}: {PER_DATASET_KEY}.{family}.{kind}: unknown dataset kind '{kind}' "
+                    f"(known: {', '.join(sorted(DATASET_KINDS))})"
+                )
+            yield f"{family}/{kind}", entry
+
+
+def _values(entry: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in entry.items() if key != SOURCE_KEY}
+
+
+def _source(entry: dict[str, Any], level: str, file: str) -> str:
+    source = entry.get(SOURCE_KEY)
+    if not source:
+        raise ConfigError(f"{file}: the per-dataset entry {level} must name its '{SOURCE_KEY}'")
+    return str(source)
+
+
+# --------------------------------------------------------------------------- algorithm configs
+
+
+def algo_config_file(algo: str) -> dict[str, Any]:
     path = configs_dir() / f"{algo}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in configs_dir().glob("*.yaml") if "learner" in read_yaml(p))
         raise ConfigError(f"unknown algorithm '{algo}' (no {path.name} in {configs_dir()}; known: {', '.join(known)})")
-    algo_file = read_yaml(path)
-    resolved = merge(
-        {"trainer": read_yaml(configs_dir() / "trainer.yaml")}, {k: v for k, v in algo_file.items() if k != "datasets"}
-    )
-    for pattern, section_overrides in (algo_file.get("datasets") or {}).items():
-        if dataset_id is not None and fnmatch.fnmatch(dataset_id, pattern):
-            resolved = merge(resolved, section_overrides)
-    return merge(resolved, overrides or {})
+    return read_yaml(path)
+
+
+def resolve_run_config(
+    algo: str,
+    dataset: str | DatasetIdentity | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], PerDatasetChoice]:
+    """Trainer defaults, the algorithm's file, its per-dataset entries for ``dataset``, then ``overrides``;
+    with the per-dataset choice that was made (print its ``summary``, keep its ``record``)."""
+    algo_file = algo_config_file(algo)
+    choice = choose_per_dataset(algo_file, as_identity(dataset), f"configs/{algo}.yaml")
+    resolved = merge({"trainer": read_yaml(configs_dir() / "trainer.yaml")}, choice.defaults)
+    return merge(apply_per_dataset(resolved, choice), overrides or {}), choice
+
+
+def resolve_algo_config(
+    algo: str, dataset: str | DatasetIdentity | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The resolved config of ``algo`` on ``dataset`` (see :func:`resolve_run_config`)."""
+    return resolve_run_config(algo, dataset, overrides)[0]
 
 
 # Field metadata keys read by build_config: the smallest / largest value a number may take.

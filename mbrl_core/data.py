@@ -38,6 +38,8 @@ class DatasetInfo:
     env_spec_json: str | None = None
     ref_min_score: float | None = None
     ref_max_score: float | None = None
+    # random, medium, medium-replay, expert or medium-expert, as `mbrl collect` records it (None: not recorded)
+    dataset_kind: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -201,6 +203,7 @@ def dataset_info(dataset) -> DatasetInfo:
         env_spec_json=env_spec_json,
         ref_min_score=_optional_float(metadata.get("ref_min_score")),
         ref_max_score=_optional_float(metadata.get("ref_max_score")),
+        dataset_kind=str(metadata["dataset_kind"]) if metadata.get("dataset_kind") else None,
         metadata={k: v for k, v in metadata.items() if isinstance(v, (str, int, float, bool))},
     )
 

@@ -1,11 +1,19 @@
-"""The model buffer: recent rollout generations in memory.
+"""The model buffer: the most recent rollout rows in memory, a FIFO of rows.
+
+As MOPO's model pool (tianheyu927/mopo ``mopo/algorithms/mopo.py`` ``_reallocate_model_pool``:
+``model_retain_epochs * rollout_length * rollout_batch_size`` rows, a FIFO ``SimpleReplayPool``)
+and OfflineRL-Kit's ``fake_buffer`` (``offlinerlkit/buffer/buffer.py`` ``add_batch``: a ring
+that overwrites its oldest rows), the capacity is counted in ROWS: when rollouts end early
+(terminations, MOReL's halting) a generation is shorter and the buffer keeps more of them.
+A new generation overwrites the oldest rows, so the oldest generation still held may
+have lost its first rows (those of its first rollout steps).
 
 The buffer is a ring of preallocated tensors on the training device. Each
 generation is written contiguously after the previous one (wrapping around),
 so the live rows are always one circular segment ``[head, head + size)``: a
 uniform draw is one ``randint``, a modulo and a gather, whatever the number of
-generations. Adding a generation first evicts the oldest ones until it fits
-and at most ``retain_generations`` remain (MOPO's ``model_retain_epochs``).
+generations. Where each generation's live rows sit is its :class:`Slot`, which
+is all a checkpoint needs to rebuild the ring exactly from the rollout stores.
 
 The mixed sampler (:class:`mbrl_core.sampler.MixedSampler`) draws ``round(real_fraction * batch_size)`` rows from
 the dataset and the rest from the buffer, every ``refresh_every`` updates adds
@@ -33,24 +41,26 @@ RING_COLUMNS = ("observations", "actions", "rewards", "next_observations", "term
 
 @dataclass
 class Slot:
-    """Where one generation sits in the ring, and where it can be reloaded from."""
+    """Where one generation's live rows sit in the ring, and where it can be reloaded from."""
 
     source: str  # "own" (this run's store) or "replay" (the store given with --rollouts)
     number: int
-    offset: int
-    length: int
+    offset: int  # ring position of the first live row
+    length: int  # live rows
+    skip: int = 0  # rows at the generation's start already overwritten by newer generations
+
+    @property
+    def generation_rows(self) -> int:
+        return self.skip + self.length
 
 
 class ModelBuffer:
-    """A bounded FIFO of the last ``retain_generations`` rollout generations."""
+    """A FIFO of the last ``capacity`` rollout rows, kept generation by generation."""
 
-    def __init__(self, capacity: int, retain_generations: int, device: torch.device | str) -> None:
-        if capacity <= 0 or retain_generations <= 0:
-            raise ConfigError(
-                f"model buffer needs a positive capacity and retain_generations (got {capacity}, {retain_generations})"
-            )
+    def __init__(self, capacity: int, device: torch.device | str) -> None:
+        if capacity <= 0:
+            raise ConfigError(f"model buffer needs a positive capacity (got {capacity} rows)")
         self.capacity = capacity
-        self.retain_generations = retain_generations
         self.device = torch.device(device)
         self.columns: dict[str, torch.Tensor] = {}
         self.uncertainty: dict[str, torch.Tensor] = {}
@@ -74,19 +84,37 @@ class ModelBuffer:
             self.uncertainty[name] = torch.zeros(self.capacity, dtype=torch.float32, device=self.device)
 
     def add(self, generation: RolloutGeneration, source: str = "own") -> None:
-        """Append ``generation`` after the newest one, evicting the oldest as needed."""
+        """Append ``generation`` after the newest one, overwriting the oldest rows as needed."""
         length = len(generation)
         if length > self.capacity:
             raise ConfigError(
                 f"a rollout generation of {length} rows does not fit the model buffer ({self.capacity} rows)"
             )
-        while self.slots and (len(self.slots) >= self.retain_generations or len(self) + length > self.capacity):
-            self.slots.popleft()
-        offset = (self.slots[-1].offset + self.slots[-1].length) % self.capacity if self.slots else 0
+        offset = (self.head + len(self)) % self.capacity
+        self._evict(len(self) + length - self.capacity)
         self.place(generation, Slot(source, generation.number, offset, length))
 
+    def _evict(self, rows: int) -> None:
+        """Forget the ``rows`` oldest rows: whole generations, then the front of the next one."""
+        while rows > 0 and self.slots:
+            oldest = self.slots[0]
+            if oldest.length <= rows:
+                rows -= oldest.length
+                self.slots.popleft()
+            else:
+                oldest.offset = (oldest.offset + rows) % self.capacity
+                oldest.skip += rows
+                oldest.length -= rows
+                rows = 0
+
     def place(self, generation: RolloutGeneration, slot: Slot) -> None:
-        """Write ``generation`` at ``slot.offset`` (also how a resume rebuilds the exact ring)."""
+        """Write the live rows of ``generation`` (all but its first ``slot.skip``) at ``slot.offset``;
+        also how a resume rebuilds the exact ring."""
+        if len(generation) != slot.generation_rows:
+            raise ArtifactError(
+                f"generation {slot.number} in the rollout store has {len(generation)} rows, the "
+                f"checkpoint expects {slot.generation_rows}"
+            )
         if not self.columns:
             self._allocate(generation)
         if set(generation.uncertainty) != set(self.uncertainty):
@@ -95,10 +123,11 @@ class ModelBuffer:
                 f"{sorted(generation.uncertainty)}, the buffer holds {sorted(self.uncertainty)}"
             )
         rows = (torch.arange(slot.length, device=self.device) + slot.offset) % self.capacity
+        live = slice(slot.skip, slot.generation_rows)
         for name, column in self.columns.items():
-            column[rows] = getattr(generation, name).to(self.device, torch.float32)
+            column[rows] = getattr(generation, name)[live].to(self.device, torch.float32)
         for name, column in self.uncertainty.items():
-            column[rows] = generation.uncertainty[name].to(self.device, torch.float32)
+            column[rows] = generation.uncertainty[name][live].to(self.device, torch.float32)
         self.slots.append(slot)
 
     def sample(self, size: int, generator: torch.Generator) -> Batch:

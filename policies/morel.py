@@ -4,22 +4,36 @@ USAD, the unknown state-action detector, flags (s, a) where the ensemble
 members disagree:
 
     U(s, a) = [ disc(s, a) > threshold ],   disc(s, a) = max_{i,j} ‖μ_i(s, a) − μ_j(s, a)‖₂
-    threshold = pessimism_coef × max_{(s,a) ∈ D} disc(s, a)
+    threshold = max_{(s,a) ∈ D} disc(s, a) / pessimism_coef
 
-as the official code (aravindr93/mjrl ``projects/morel/run_morel.py``:
-``truncate_lim = pessimism_coef * np.max(delta)``): a LARGER coefficient is a
-larger threshold, i.e. LESS pessimism. In the pessimistic MDP an unknown
-(s, a) leads to the absorbing HALT state with reward −κ:
+as the official code (aravindr93/mjrl, branch v2, ``projects/morel/run_morel.py``:
+``truncate_lim = (1.0 / pessimism_coef) * np.max(delta)``): a LARGER coefficient
+is a LOWER threshold, i.e. MORE pessimism; a coefficient of None or 0 turns
+pessimism off ("naive MBRL" there; here also any coefficient ≤ 0).
 
-    r̃, d̃ = (−κ, 1)  if U(s, a)   else (r̂, d̂)
-
-κ = ``halt_penalty``: 0 reproduces the released configs (``truncate_reward 0.0``),
-a positive κ the paper's −κ.
+The HALT transition, compared with mjrl v2 ``mjrl/algos/mbrl/model_based_npg.py``
+(``ModelBasedNPG.train_step``):
+- matched: a rollout is cut at its first unknown (s, a), that row is kept with
+  its model reward, and ``truncate_reward`` is ADDED to it: here the unknown row
+  gets r̂ − κ, κ = ``halt_penalty`` (0 = the released ``truncate_reward 0.0``; the
+  paper's −κ HALT reward is κ > 0 on top of r̂).
+- departure: the unknown row is terminal here. In mjrl the path's ``terminated``
+  flag ends up False (it is compared after slicing), but NPG's baseline is fit
+  to Monte-Carlo returns that stop at the cut, so nothing past HALT is ever
+  credited there either. SAC's critic bootstraps by TD instead: without the
+  terminal it would add Q̂ at the model's next state and the pessimism would vanish.
+- not matched: mjrl drops paths shorter than 5 observations and never cuts a
+  path before 4 steps. Both guard its 700-step rollouts from initial states;
+  our rollouts are branched, at most ``horizon`` (5) steps from dataset states,
+  so dropping short paths would drop every rollout that the model terminated
+  (the terminal rows the critic needs) and the 4-step floor would keep 4 of 5
+  steps past a HALT, undoing it.
 
 Generation stops a rollout at its first unknown row (with the threshold of
-that time); the HALT reward and terminal flag are applied here, at sampling
-time, from the stored disagreement, so κ and the coefficient can change
-without new rollouts. Trade-off: a LOWER threshold than at generation turns
+that time: ``dynamics/rollouts.py`` ``Halting``); the HALT reward and terminal
+are applied here, at sampling time, from the stored disagreement, so κ and the
+coefficient can change without new rollouts (``mbrl_core/sampler.py``
+``MixedSampler``). Trade-off: a LOWER threshold than at generation turns
 later rows of a rollout into transitions from states past a HALT (still valid
 model transitions, just never reached in the pessimistic MDP); a HIGHER one
 leaves rollouts cut short where a state is no longer unknown (like a timeout,
@@ -27,7 +41,10 @@ bootstrapping continues).
 
 The policy optimizer is SAC on the pessimistic MDP's branched rollouts (plus a
 small real fraction), not the paper's NPG on long rollouts from initial
-states: the same trainer and critic as MOPO, so the two compare fairly.
+states: the same trainer, critic and optimizer settings as MOPO (policies/mopo.py),
+so the two compare fairly. Every update logs ``halt_fraction`` (the share of the
+batch's model rows that hit HALT), ``model_reward_mean`` and ``penalty_mean`` (κ
+per model row).
 """
 
 from __future__ import annotations
@@ -40,25 +57,32 @@ from mbrl_core.batch import Batch
 from mbrl_core.contracts import DISAGREEMENT_MAX, MAX_PAIRWISE_DISAGREEMENT
 from mbrl_core.errors import ConfigError
 from mbrl_core.learner import LearnerContext
+from policies.mopo import cosine_actor_schedule, model_reward_metrics, synthetic_mean
 from policies.sac import SAC, SACConfig
 
 
 @dataclass
 class MOReLConfig(SACConfig):
-    # mjrl projects/morel/configs/d4rl_hopper_medium.txt: pessimism_coef 3.0, truncate_reward 0.0.
-    pessimism_coef: float = 3.0
+    # The SAC core as MOPO's (OfflineRL-Kit run_example/run_mopo.py), so the two compare fairly.
+    actor_lr: float = 1e-4
+    alpha_lr: float = 1e-4
+    cosine_actor_lr: bool = True
+    # mjrl v2 projects/morel/configs/d4rl_hopper_medium.txt: pessimism_coef 3.0, truncate_reward 0.0.
+    pessimism_coef: float | None = 3.0
     halt_penalty: float = 0.0
     uncertainty_feature: str = MAX_PAIRWISE_DISAGREEMENT
 
     def halt_threshold(self, disagreement_max: float) -> float:
-        """USAD's threshold; a coefficient of 0 (or less) turns pessimism off, as ``None`` does in mjrl.
+        """USAD's threshold, max_D disc / pessimism_coef; None or a coefficient ≤ 0 turns pessimism off.
         (A model-based setup also halts rollouts with it: any learner config with this method gets halting.)"""
-        return self.pessimism_coef * disagreement_max if self.pessimism_coef > 0 else float("inf")
+        if self.pessimism_coef is None or self.pessimism_coef <= 0:
+            return float("inf")
+        return disagreement_max / self.pessimism_coef
 
 
-def halt_unknown(batch: Batch, unknown: torch.Tensor, halt_reward: float) -> Batch:
-    """Send unknown rows to the absorbing HALT state: reward ``halt_reward``, terminal."""
-    rewards = torch.where(unknown, torch.full_like(batch.rewards, halt_reward), batch.rewards)
+def halt_unknown(batch: Batch, unknown: torch.Tensor, halt_penalty: float) -> Batch:
+    """Send unknown rows to the absorbing HALT state: reward r̂ − κ, terminal."""
+    rewards = batch.rewards - halt_penalty * unknown.to(batch.rewards.dtype)
     terminals = torch.maximum(batch.terminals, unknown.to(batch.terminals.dtype))
     return replace(batch, rewards=rewards, terminals=terminals)
 
@@ -74,6 +98,8 @@ class MOReL(SAC):
             )
         super().__init__(config, context)
         self.threshold = config.halt_threshold(float(context.extras[DISAGREEMENT_MAX]))
+        if config.cosine_actor_lr:
+            self.schedulers["actor"] = cosine_actor_schedule(self.optimizers["actor"], context)
 
     def unknown(self, batch: Batch) -> torch.Tensor:
         return batch.synthetic_mask & (batch.uncertainty[self.config.uncertainty_feature] > self.threshold)
@@ -81,10 +107,15 @@ class MOReL(SAC):
     def transform_batch(self, batch: Batch) -> Batch:
         if batch.synthetic is None:
             return batch
-        return halt_unknown(batch, self.unknown(batch), -self.config.halt_penalty)
+        return halt_unknown(batch, self.unknown(batch), self.config.halt_penalty)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         metrics = super().update(batch)
+        for scheduler in self.schedulers.values():
+            scheduler.step()
         if batch.synthetic is not None:
-            metrics["halt_fraction"] = self.unknown(batch).float().mean()
+            unknown = self.unknown(batch).float()
+            # halt_fraction: the share of MODEL rows that hit HALT (real rows never do).
+            metrics["halt_fraction"] = synthetic_mean(unknown, batch.synthetic)
+            metrics.update(model_reward_metrics(batch, self.config.halt_penalty * unknown))
         return metrics

@@ -75,9 +75,7 @@ def prepare_model_based_run(
     replay = open_replay(rollouts_path, data, service) if rollouts_path else None
     sampler = MixedSampler(
         RealSampler(data, batch_size=int(config["trainer"]["batch_size"]), seed=seed),
-        ModelBuffer(
-            rollouts.retain_generations * rollouts.batch_size * rollouts.horizon, rollouts.retain_generations, device
-        ),
+        ModelBuffer(rollouts.retain_generations * rollouts.batch_size * rollouts.horizon, device),
         RolloutGenerator(service, data.observations, rollouts.horizon, rollouts.batch_size, seed=seed, halting=halting),
         batch_size=int(config["trainer"]["batch_size"]),
         real_fraction=rollouts.real_fraction,

@@ -23,9 +23,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dynamics.config import dynamics_per_dataset
 from dynamics.rollouts import RolloutConfig
 from mbrl_core.atomic import load_torch, remove_stale_temporaries, save_json, save_text, save_torch, save_yaml
-from mbrl_core.config import build_config, merge, read_yaml, resolve_algo_config
+from mbrl_core.config import build_config, merge, read_yaml, resolve_run_config
 from mbrl_core.data import DatasetInfo, TransitionData, load_dataset
 from mbrl_core.device import select_device
 from mbrl_core.errors import ArtifactError, ConfigError
@@ -236,14 +237,25 @@ def check_run_folder(run_dir: Path, algo: str, resume: bool) -> None:
 
 def _run_config(algo, dataset_id, steps, seed, device, overrides, run_dir: Path, resuming: bool) -> dict[str, Any]:
     if resuming:
-        return read_yaml(run_dir / "config.yaml")
+        config = read_yaml(run_dir / "config.yaml")
+        print(f"per-dataset: {config.get('per_dataset', {}).get('summary', 'not recorded (an older run)')} (resumed)")
+        return config
     explicit = {"trainer": {"seed": seed, "device": device} | ({"steps": steps} if steps is not None else {})}
-    config = {"algo": algo} | resolve_algo_config(algo, dataset_id, merge(overrides or {}, explicit))
+    resolved, choice = resolve_run_config(algo, dataset_id, merge(overrides or {}, explicit))
+    config = {"algo": algo} | resolved
     unknown = sorted(set(config) - {"algo", "learner", "trainer", "rollouts", "dynamics"})
     if unknown:
         raise ConfigError(
             f"unknown config section(s) {', '.join(unknown)} for {algo} (valid: learner, trainer, rollouts, dynamics)"
         )
+    # Which per-dataset values this run got, and their source: printed and kept in config.yaml.
+    config["per_dataset"] = choice.record(overrides)
+    print(f"per-dataset: {config['per_dataset']['summary']}")
+    if get_learner(algo).model_based:
+        dynamics = dynamics_per_dataset(choice.identity)
+        config["per_dataset"]["dynamics"] = dynamics.record((overrides or {}).get("dynamics"))
+        if dynamics.tuned_keys:
+            print(f"per-dataset: {config['per_dataset']['dynamics']['summary']}")
     return config
 
 

@@ -10,13 +10,11 @@ import torch
 
 from dynamics.rollouts import Halting, RolloutGenerator, branched_rollouts
 from dynamics.uncertainty import FEATURE_NAMES
-from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
 from mbrl_core.model_buffer import ModelBuffer
 from mbrl_core.rollout_store import RolloutStore
 from mbrl_core.sampler import MixedSampler, RealSampler
 from policies.mopo import MOPO, MOPOConfig
-from policies.morel import MOReL, MOReLConfig
 
 
 @dataclass
@@ -114,7 +112,7 @@ def test_penalty_at_sampling_equals_penalty_at_generation(small_data, tiny_model
     def make(store):
         return MixedSampler(
             RealSampler(small_data, batch_size=256),
-            ModelBuffer(capacity=2000, retain_generations=2, device="cpu"),
+            ModelBuffer(capacity=2000, device="cpu"),
             RolloutGenerator(recorder, small_data.observations, horizon=3, batch_size=200, seed=1),
             batch_size=256,
             real_fraction=0.25,
@@ -149,27 +147,3 @@ def test_penalty_at_sampling_equals_penalty_at_generation(small_data, tiny_model
     # Real rows keep their reward.
     assert torch.equal(transformed.rewards[~synthetic], batch.rewards[~synthetic])
     second.close()
-
-
-def test_morel_halting_marks_unknown_rows_absorbing_with_minus_kappa(small_data):
-    context = LearnerContext.from_data(small_data, total_steps=1000, device=torch.device("cpu"))
-    context.extras["disagreement_max"] = 0.5
-    learner = MOReL(MOReLConfig(hidden_sizes=(32, 32), pessimism_coef=2.0, halt_penalty=7.0), context)
-    assert learner.threshold == 1.0  # coefficient times the dataset maximum, as mjrl
-    disagreement = torch.tensor([0.0, 0.5, 1.5, 3.0, 2.0])
-    batch = Batch(
-        observations=torch.zeros(5, 4),
-        actions=torch.zeros(5, 1),
-        rewards=torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0]),
-        next_observations=torch.zeros(5, 4),
-        terminals=torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0]),
-        synthetic=torch.tensor([True, True, True, True, False]),
-        uncertainty={"max_pairwise_disagreement": disagreement},
-    )
-    halted = learner.transform_batch(batch)
-    # Rows 2 and 3 are unknown model rows -> HALT (-kappa, terminal); row 4 is real: untouched.
-    assert halted.rewards.tolist() == [1.0, 1.0, -7.0, -7.0, 1.0]
-    assert halted.terminals.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
-    # kappa = 0 reproduces the released configs' truncate_reward 0.0.
-    released = MOReL(MOReLConfig(hidden_sizes=(32, 32), pessimism_coef=2.0, halt_penalty=0.0), context)
-    assert released.transform_batch(batch).rewards.tolist() == [1.0, 1.0, 0.0, 0.0, 1.0]

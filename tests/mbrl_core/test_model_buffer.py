@@ -1,10 +1,12 @@
-"""The model buffer (FIFO by generation) and the mixed sampler (real fraction, refresh, replay, exact resume)."""
+"""The model buffer (a FIFO of rows, as MOPO's model pool) and the mixed sampler (real fraction, refresh,
+replay, exact resume)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from mbrl_core.errors import ConfigError
 from mbrl_core.model_buffer import ModelBuffer
 from mbrl_core.rollout_store import RolloutGeneration, RolloutStore
 from mbrl_core.sampler import MixedSampler, RealSampler
@@ -49,8 +51,14 @@ class CountingSource:
         self.generator.set_state(state["generator"])
 
 
-def test_buffer_keeps_the_last_n_generations():
-    buffer = ModelBuffer(capacity=100, retain_generations=3, device="cpu")
+def sampled_rows(buffer: ModelBuffer, draws: int = 20_000) -> set[tuple[int, int]]:
+    """The (generation, row) pairs a large uniform draw from the buffer sees."""
+    batch = buffer.sample(draws, torch.Generator().manual_seed(1))
+    return set(zip(batch.observations[:, 0].long().tolist(), batch.observations[:, 1].long().tolist()))
+
+
+def test_buffer_keeps_the_newest_rows_and_their_fields_aligned():
+    buffer = ModelBuffer(capacity=60, device="cpu")
     for number in range(5):
         buffer.add(generation(number, 20))
     assert [slot.number for slot in buffer.slots] == [2, 3, 4] and len(buffer) == 60
@@ -62,20 +70,36 @@ def test_buffer_keeps_the_last_n_generations():
     assert torch.equal(batch.next_observations, batch.observations + 1)
 
 
-def test_buffer_evicts_by_capacity_and_wraps_around():
-    buffer = ModelBuffer(capacity=50, retain_generations=10, device="cpu")
-    for number, rows in enumerate([20, 20, 25, 5]):
-        buffer.add(generation(number, rows))
-    # 20+20 fit; 25 more evicts generation 0 and wraps past the end; 5 more fill the ring exactly.
-    assert [slot.number for slot in buffer.slots] == [1, 2, 3] and len(buffer) == 50
-    batch = buffer.sample(20_000, torch.Generator().manual_seed(1))
-    seen = set(zip(batch.observations[:, 0].long().tolist(), batch.observations[:, 1].long().tolist()))
-    expected = {(g, r) for g, rows in [(1, 20), (2, 25), (3, 5)] for r in range(rows)}
-    assert seen == expected
+def test_shorter_generations_leave_room_for_more_of_them():
+    # MOPO's pool: retain 5 x batch x horizon ROWS. Rollouts that end early keep more generations.
+    full, short = ModelBuffer(capacity=100, device="cpu"), ModelBuffer(capacity=100, device="cpu")
+    for number in range(12):
+        full.add(generation(number, 20))
+        short.add(generation(number, 10))
+    assert [slot.number for slot in full.slots] == [7, 8, 9, 10, 11]
+    assert [slot.number for slot in short.slots] == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+
+
+def test_the_oldest_generation_loses_its_first_rows_and_the_ring_wraps():
+    buffer = ModelBuffer(capacity=50, device="cpu")
+    buffer.add(generation(0, 20))
+    buffer.add(generation(1, 20))
+    buffer.add(generation(2, 25))  # wraps past the end, overwriting the first 15 rows of generation 0
+    assert [(slot.number, slot.skip, slot.length) for slot in buffer.slots] == [(0, 15, 5), (1, 0, 20), (2, 0, 25)]
+    expected = {(0, r) for r in range(15, 20)} | {(1, r) for r in range(20)} | {(2, r) for r in range(25)}
+    assert len(buffer) == 50 and sampled_rows(buffer) == expected
+    buffer.add(generation(3, 5))  # the last 5 rows of generation 0 go
+    assert [(slot.number, slot.skip, slot.length) for slot in buffer.slots] == [(1, 0, 20), (2, 0, 25), (3, 0, 5)]
+    assert sampled_rows(buffer) == {(g, r) for g, rows in [(1, 20), (2, 25), (3, 5)] for r in range(rows)}
+
+
+def test_a_generation_larger_than_the_buffer_is_refused():
+    with pytest.raises(ConfigError, match="does not fit the model buffer"):
+        ModelBuffer(capacity=10, device="cpu").add(generation(0, 11))
 
 
 def test_mixed_batch_has_the_real_fraction_and_marks_synthetic_rows(small_data):
-    buffer = ModelBuffer(capacity=1000, retain_generations=5, device="cpu")
+    buffer = ModelBuffer(capacity=1000, device="cpu")
     sampler = MixedSampler(
         RealSampler(small_data, seed=0), buffer, CountingSource(), batch_size=200, real_fraction=0.05, refresh_every=10
     )
@@ -92,7 +116,7 @@ def test_mixed_batch_has_the_real_fraction_and_marks_synthetic_rows(small_data):
 def test_refresh_cadence(small_data):
     source = CountingSource()
     sampler = MixedSampler(
-        RealSampler(small_data), ModelBuffer(1000, 5, "cpu"), source, batch_size=64, real_fraction=0.5, refresh_every=10
+        RealSampler(small_data), ModelBuffer(1000, "cpu"), source, batch_size=64, real_fraction=0.5, refresh_every=10
     )
     for step in range(35):
         metrics = sampler.prepare(step, learner=None)
@@ -109,7 +133,7 @@ def new_store(url) -> RolloutStore:
 def make_sampler(data, store, seed=0, replay=None, source=True):
     return MixedSampler(
         RealSampler(data, seed=seed),
-        ModelBuffer(capacity=100, retain_generations=3, device="cpu"),
+        ModelBuffer(capacity=100, device="cpu"),
         CountingSource(seed) if source else None,
         batch_size=32,
         real_fraction=0.25,
@@ -136,6 +160,7 @@ def test_resume_is_exact(small_data, tmp_path):
     first = make_sampler(small_data, new_store(tmp_path / "b.zarr"))
     run(first, 0, 27)
     checkpoint = first.state_dict()
+    assert checkpoint["layout"][0]["skip"] > 0  # the ring to rebuild holds a partly overwritten generation
     run(first, 27, 40)  # work after the checkpoint that a crash loses
     first.close()
 
@@ -159,12 +184,15 @@ def test_replay_uses_stored_generations_then_generates(small_data, tmp_path):
     sampler = make_sampler(small_data, new_store(tmp_path / "new.zarr"), seed=9, replay=replay)
     run(sampler, 0, 20)
     sampler.close()
-    assert [slot.source for slot in sampler.buffer.slots] == ["replay", "replay", "own"]
+    slots = list(sampler.buffer.slots)
+    assert [(slot.source, slot.number) for slot in slots] == [("replay", n) for n in range(4 - len(slots), 3)] + [
+        ("own", 3)
+    ]
     assert sampler.source.calls == [(3, 15)]  # only the fourth generation was generated
-    for slot in list(sampler.buffer.slots)[:2]:
+    for slot in slots[:-1]:
         stored = replay.read_generation(slot.number)
         rows = (torch.arange(slot.length) + slot.offset) % sampler.buffer.capacity
-        assert torch.equal(sampler.buffer.columns["rewards"][rows], stored.rewards)
+        assert torch.equal(sampler.buffer.columns["rewards"][rows], stored.rewards[slot.skip :])
     assert [g["number"] for g in RolloutStore.open(tmp_path / "new.zarr").generations] == [3]
 
 
