@@ -370,10 +370,11 @@ class GridSchedule:
             dataset_id: [task for task in todo if task.model_based and task.dataset_id == dataset_id]
             for dataset_id in dynamics_plan
         }
-        self.queue.extend(model for models in dynamics_plan.values() for model in models)
+        for models in dynamics_plan.values():
+            self.queue.extend(models)
+            for model in models:
+                self.display.add_stage(model.name)
         self.queue.extend(task for task in todo if not task.model_based)
-        for model in self.queue:
-            self.display.add_stage(model.name)
         for task in todo:
             self.display.add_run(task.name, task.algo, self.spec.steps, self.outcome.folder / RUNS_SUBDIR / task.name)
         with self.display:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import queue
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -74,6 +75,12 @@ def test_dynamics_epochs_reach_the_display_through_the_queue():
     stage = grid.stages["dynamics for d"]
     assert (stage.epoch, stage.max_epochs, stage.holdout_mse) == (7, 400, 0.25)
     assert "epoch 7, holdout MSE 0.25 (stops early, at most 400)" in grid.active_lines()[0]
+    grid.add_run("mopo-d-s0", "mopo", 1000, Path("nowhere"))
+    grid.runs["mopo-d-s0"].started, grid.runs["mopo-d-s0"].step = time.monotonic() - 10, 100
+    grid.runs["mopo-d-s0"].state = "training"
+    assert grid.time_text().endswith("left after the dynamics models")
+    grid.finished("dynamics for d")
+    assert grid.time_text().endswith("left") and not grid.active_lines()[0].startswith("  dynamics")
 
 
 def test_off_a_terminal_the_display_prints_progress_lines(tmp_path):
