@@ -56,9 +56,9 @@ def train_benchmark_model(folder: Path) -> tuple[str, str]:
     """(key, store) of a default-architecture ensemble briefly trained on the embedded dataset."""
     os.environ["MINARI_DATASETS_PATH"] = str(folder / "minari")
     from mbrl_core.data import load_dataset
-    from workflows.embedded import build_default_dataset
+    from workflows.embedded import build_noisy_inverted_pendulum
 
-    data = load_dataset(build_default_dataset("bench/invertedpendulum/noisy-v0", transitions=5_000, seed=0))
+    data = load_dataset(build_noisy_inverted_pendulum("bench/invertedpendulum/noisy-v0", transitions=5_000, seed=0))
     store = str(folder / "store")
     return DynamicsService.fit(data, {"max_epochs": 2}, store=store, progress=False).key, store
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import cast
@@ -49,7 +50,32 @@ def env_spec_for(info: DatasetInfo, env_id: str | None = None) -> gym.envs.regis
         return json.loads(spec_json)["id"]
 
 
+# MuJoCo notices about Gymnasium's own model files: nothing a user of this library can act on.
+UNACTIONABLE_MUJOCO_NOTICES = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+def quiet_mujoco_notices() -> None:
+    """Drop MuJoCo's unactionable notices; pass its other warnings on as Python warnings.
+
+    MuJoCo's default handler prints every warning to stdout and appends it to
+    ``MUJOCO_LOG.TXT`` in the working directory. A handler someone else installed
+    is left alone. Call before creating environments (per process).
+    """
+    try:
+        import mujoco
+    except ImportError:
+        return
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_forward_mujoco_warning)
+
+
+def _forward_mujoco_warning(message: str) -> None:
+    if not any(notice in message for notice in UNACTIONABLE_MUJOCO_NOTICES):
+        warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+
 def make_vector_env(spec, episodes: int) -> gym.vector.SyncVectorEnv:
+    quiet_mujoco_notices()
     try:
         return gym.vector.SyncVectorEnv([lambda: gym.make(spec) for _ in range(episodes)])
     except gym.error.Error as error:

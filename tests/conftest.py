@@ -22,9 +22,9 @@ def minari_root(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def small_dataset_id(minari_root) -> str:
     """The embedded InvertedPendulum dataset at 5,000 transitions."""
-    from workflows.embedded import build_default_dataset
+    from workflows.embedded import build_noisy_inverted_pendulum
 
-    return build_default_dataset("test/invertedpendulum/noisy-v0", transitions=5_000, seed=0)
+    return build_noisy_inverted_pendulum("test/invertedpendulum/noisy-v0", transitions=5_000, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ per (dataset, dynamics config) before those runs start, through the artifact
 store, so later compares on the same data reuse it too; model-free runs start
 meanwhile. ``workers`` processes train at once, each limited to
 ``cores // workers`` torch threads so that together they do not oversubscribe
-the machine.
+the machine. A live display (:mod:`workflows.grid_progress`) follows the
+whole grid; each run's own output goes to its folder's ``train.log``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from mbrl_core.device import select_device
 from mbrl_core.errors import ConfigError
 from mbrl_core.trainer import TrainerConfig
 from policies.registry import get_learner
+from workflows.grid_progress import EpochReporter, GridProgress
 from workflows.report import score_of, write_report
 from workflows.runs import is_finished, read_eval, train_run
 
@@ -206,8 +208,18 @@ def prepare_folder(spec: CompareSpec, runs_dir: str | Path, dynamics_store: str 
 # ---------------------------------------------------------------- work done in worker processes
 
 
-def init_worker(threads: int) -> None:
+# The queue dynamics epochs are reported on, in whichever process trains (set per worker process).
+progress_events: Any = None
+
+
+def init_worker(threads: int, events: Any) -> None:
     torch.set_num_threads(threads)
+    set_progress_events(events)
+
+
+def set_progress_events(events: Any) -> None:
+    global progress_events
+    progress_events = events
 
 
 def train_task(
@@ -217,11 +229,10 @@ def train_task(
     folder: str,
     device: str,
     dynamics_store: str | None,
-    progress: bool,
 ) -> str:
     runs_dir = Path(folder) / RUNS_SUBDIR
-    # Without a progress bar (parallel workers) a run's evaluation lines go to its folder, not the shared terminal.
-    with stdout_to(None if progress else runs_dir / task.name / "train.log"):
+    # A run's evaluation lines go to its folder; the terminal shows the grid's display.
+    with stdout_to(runs_dir / task.name / "train.log"):
         run_dir = train_run(
             task.algo,
             task.dataset_id,
@@ -233,27 +244,26 @@ def train_task(
             resume=True,
             device=device,
             dynamics_store=dynamics_store,
-            progress=progress,
+            progress=False,
         )
     return str(run_dir)
 
 
 @contextlib.contextmanager
-def stdout_to(path: Path | None) -> Iterator[None]:
-    if path is None:
-        yield
-        return
+def stdout_to(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as stream, contextlib.redirect_stdout(stream):
         yield
 
 
-def pretrain_task(task: DynamicsTask, device: str, dynamics_store: str | None, progress: bool) -> dict[str, Any]:
+def pretrain_task(task: DynamicsTask, device: str, dynamics_store: str | None) -> dict[str, Any]:
+    reporters = [EpochReporter(progress_events, task.name)] if progress_events is not None else []
     service = DynamicsService.fit(
         load_dataset(task.dataset_id, device=select_device(device)),
         config=task.config,
         store=dynamics_store,
-        progress=progress,
+        progress=False,
+        callbacks=reporters,
     )
     return {
         "key": service.key,
@@ -263,7 +273,7 @@ def pretrain_task(task: DynamicsTask, device: str, dynamics_store: str | None, p
 
 
 class InlineExecutor(Executor):
-    """Runs each task at submission, in this process: ``workers=1`` keeps tracebacks and progress bars plain."""
+    """Runs each task at submission, in this process: ``workers=1`` keeps tracebacks plain."""
 
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
         future: Future = Future()
@@ -274,15 +284,22 @@ class InlineExecutor(Executor):
         return future
 
 
-def make_executor(workers: int) -> Executor:
+def make_executor(workers: int, events: Any = None) -> Executor:
+    """``events``: the queue the display reads dynamics epochs from (made by :func:`progress_queue`)."""
     if workers <= 1:
+        set_progress_events(events)
         return InlineExecutor()
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=init_worker,
-        initargs=(threads_per_worker(workers),),
+        initargs=(threads_per_worker(workers), events),
     )
+
+
+def progress_queue() -> Any:
+    """A queue the spawned workers inherit at start-up (a plain one cannot be pickled into a submitted task)."""
+    return multiprocessing.get_context("spawn").Queue()
 
 
 # ---------------------------------------------------------------- the grid
@@ -294,11 +311,14 @@ def run_compare(
     workers: int = 1,
     device: str = "auto",
     dynamics_store: str | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
 ) -> CompareOutcome:
     """Train every unfinished run of the grid and return what happened.
 
-    The report is written by :func:`report_compare`.
+    ``log`` receives the message lines (default: printed above the live
+    display); ``progress`` turns the live display on. The report is written by
+    :func:`report_compare`.
     """
 
     if workers < 1:
@@ -308,15 +328,16 @@ def run_compare(
     outcome = CompareOutcome(folder)
     todo = [task for task in tasks if not is_finished(folder / RUNS_SUBDIR / task.name)]
     outcome.skipped = [task.name for task in tasks if task not in todo]
+    events = progress_queue() if progress else None
+    display = GridProgress(workers, log=log, events=events, enabled=progress, done_before=len(outcome.skipped))
     if outcome.skipped:
-        log(f"{len(outcome.skipped)} of {len(tasks)} runs already finished in {folder}: skipped")
-    executor = make_executor(workers)
+        display.message(f"{len(outcome.skipped)} of {len(tasks)} runs already finished in {folder}: skipped")
+    executor = make_executor(workers, events)
     try:
-        GridSchedule(
-            executor, workers, spec, outcome, device, dynamics_store, progress=workers == 1, log=log, total=len(tasks)
-        ).run(todo)
+        GridSchedule(executor, workers, spec, outcome, device, dynamics_store, display, total=len(tasks)).run(todo)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+        set_progress_events(None)
     return outcome
 
 
@@ -335,8 +356,7 @@ class GridSchedule:
     outcome: CompareOutcome
     device: str
     dynamics_store: str | None
-    progress: bool
-    log: Callable[[str], None]
+    display: GridProgress
     total: int
     queue: deque[RunTask | DynamicsTask] = field(default_factory=deque)
     pending: dict[Future, RunTask | DynamicsTask] = field(default_factory=dict)
@@ -350,20 +370,28 @@ class GridSchedule:
             dataset_id: [task for task in todo if task.model_based and task.dataset_id == dataset_id]
             for dataset_id in dynamics_plan
         }
-        self.queue.extend(model for models in dynamics_plan.values() for model in models)
+        for models in dynamics_plan.values():
+            self.queue.extend(models)
+            for model in models:
+                self.display.add_stage(model.name)
         self.queue.extend(task for task in todo if not task.model_based)
-        self.fill()
-        while self.pending:
-            done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
-            for future in [future for future in self.pending if future in done]:  # in submission order
-                self.complete(future)
+        for task in todo:
+            self.display.add_run(task.name, task.algo, self.spec.steps, self.outcome.folder / RUNS_SUBDIR / task.name)
+        with self.display:
             self.fill()
+            while self.pending:
+                done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+                for future in [future for future in self.pending if future in done]:  # in submission order
+                    self.complete(future)
+                self.fill()
 
     def fill(self) -> None:
         while self.queue and len(self.pending) < self.capacity:
             task = self.queue.popleft()
+            self.display.started(task.name)
+            future: Future
             if isinstance(task, DynamicsTask):
-                future = self.executor.submit(pretrain_task, task, self.device, self.dynamics_store, self.progress)
+                future = self.executor.submit(pretrain_task, task, self.device, self.dynamics_store)
             else:
                 folder = str(self.outcome.folder)
                 future = self.executor.submit(
@@ -374,7 +402,6 @@ class GridSchedule:
                     folder,
                     self.device,
                     self.dynamics_store,
-                    self.progress,
                 )
             self.pending[future] = task
 
@@ -388,35 +415,40 @@ class GridSchedule:
         if failure:
             for run in self.waiting.pop(task.dataset_id, []):
                 self.outcome.failed[run.name] = f"its dynamics model failed ({failure})"
+                self.display.finished(run.name, failed=True)
         elif self.models_left[task.dataset_id] == 0:
             self.queue.extendleft(reversed(self.waiting.pop(task.dataset_id, [])))
 
     def finish_dynamics(self, future: Future, task: DynamicsTask) -> str | None:
         """Record a pretrained dynamics model; returns the error text if it failed."""
-        if future.exception() is not None:
-            return self.fail(task.name, future.exception())
+        error = future.exception()
+        if error is not None:
+            return self.fail(task.name, error)
         info = future.result()
+        self.display.finished(task.name)
         self.outcome.dynamics[task.dataset_id] = info
         how = "reused from the store" if info["was_cached"] else f"trained in {info['train_seconds']:.0f} s"
-        self.log(f"{task.name}: {info['key']} {how}")
+        self.display.message(f"{task.name}: {info['key']} {how}")
         return None
 
     def finish_run(self, future: Future, task: RunTask) -> None:
-
-        if future.exception() is not None:
-            self.fail(task.name, future.exception())
+        error = future.exception()
+        if error is not None:
+            self.fail(task.name, error)
             return
         self.outcome.trained.append(task.name)
         evaluation = read_eval(future.result())
+        score = score_of(evaluation["final"])
+        self.display.finished(task.name, score=score)
         done = len(self.outcome.trained) + len(self.outcome.skipped)
-        self.log(
-            f"[{done}/{self.total}] {task.name}: final score {score_of(evaluation['final']):.1f} in "
-            f"{evaluation['train_seconds']:.0f} s"
+        self.display.message(
+            f"[{done}/{self.total}] {task.name}: final score {score:.1f} in {evaluation['train_seconds']:.0f} s"
         )
 
     def fail(self, name: str, error: BaseException) -> str:
         self.outcome.failed[name] = describe(error)
-        self.log(f"FAILED {name}: {self.outcome.failed[name]}")
+        self.display.finished(name, failed=True)
+        self.display.message(f"FAILED {name}: {self.outcome.failed[name]}")
         return self.outcome.failed[name]
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import minari
 import pytest
@@ -12,6 +14,7 @@ from mbrl_core.data import load_dataset
 from mbrl_core.errors import ConfigError
 from workflows.collect import (
     DATASET_KINDS,
+    KIND_METADATA_KEY,
     STATE_FILE,
     CollectConfig,
     behaviour_warnings,
@@ -75,19 +78,22 @@ def test_all_five_datasets_load_with_minari_and_carry_refs(full):
         assert dataset.storage.metadata["ref_min_score"] == pytest.approx(record["ref_min_score"])
         assert dataset.storage.metadata["ref_max_score"] == pytest.approx(record["ref_max_score"])
         assert dataset.env_spec.id == "InvertedPendulum-v5"
+        assert dataset.storage.metadata[KIND_METADATA_KEY] == kind
         description = dataset.storage.metadata["description"]
         assert "seed 0" in description and "600 environment steps" in description
     assert record["ref_max_score"] == record["checkpoints"][-1]["return_mean"]  # the expert is the final policy
     assert [c["step"] for c in record["checkpoints"]] == [200, 400, 600]
     policies = sorted(p.name for p in (collection_dir("test/full") / "policies").iterdir())
     assert policies == ["step-000000200.pt", "step-000000400.pt", "step-000000600.pt"]
+    for policy in policies:  # plain tensors and containers: loadable without unpickling code
+        assert torch.load(collection_dir("test/full") / "policies" / policy, weights_only=True)["step"] > 0
     assert not (collection_dir("test/full") / STATE_FILE).exists()
 
 
 def test_medium_replay_is_exactly_the_replay_buffer(minari_root, monkeypatch):
     # 600 SAC steps learn nothing, so the medium choice is forced to the middle checkpoint: the buffer goes on past it
     monkeypatch.setattr(
-        "workflows.collect.choose_medium", lambda checkpoints, *args: {**checkpoints[1], "threshold": 0.0}
+        "workflows.collect.recipe.choose_medium", lambda checkpoints, *args: {**checkpoints[1], "threshold": 0.0}
     )
     result = collect(CollectConfig(name="test/replay", **TINY), progress=False)
     medium_step = result.record["medium"]["step"]
@@ -150,7 +156,7 @@ def test_killed_collection_resumes_from_its_checkpoint_exactly(full):
     config = CollectConfig(name="test/killed", **TINY)
     stopped = collect(config, progress=False, stop_after_steps=470)
     assert not stopped.finished and not minari.list_local_datasets(prefix="test/killed")
-    saved_step = torch.load(collection_dir("test/killed") / STATE_FILE, weights_only=False)["step"]
+    saved_step = torch.load(collection_dir("test/killed") / STATE_FILE, weights_only=True)["step"]
     assert 200 <= saved_step < 470  # saved at an episode end after a checkpoint, not at the kill
     resumed = collect(config, resume=True, progress=False)
     assert resumed.finished and resumed.resumed_from_step == saved_step
@@ -179,4 +185,14 @@ def test_resume_with_other_settings_is_refused(minari_root):
     collect(config, progress=False, stop_after_steps=50)  # before the first checkpoint: only the step-0 state exists
     with pytest.raises(ConfigError, match="sac_steps: 600 then, 800 now"):
         collect(CollectConfig(name="test/changed", **{**TINY, "sac_steps": 800}), resume=True, progress=False)
-    assert torch.load(collection_dir("test/changed") / STATE_FILE, weights_only=False)["step"] == 0  # left intact
+    assert torch.load(collection_dir("test/changed") / STATE_FILE, weights_only=True)["step"] == 0  # left intact
+
+
+def test_resuming_a_finished_collection_labels_datasets_written_without_their_kind(full):
+    metadata_path = Path(minari.load_dataset("test/full/medium-v0").storage.data_path) / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    del metadata[KIND_METADATA_KEY]  # as written before collect recorded the kind
+    metadata_path.write_text(json.dumps(metadata))
+    assert KIND_METADATA_KEY not in minari.load_dataset("test/full/medium-v0").storage.metadata
+    collect(CollectConfig(name="test/full", **TINY), resume=True, progress=False)
+    assert minari.load_dataset("test/full/medium-v0").storage.metadata[KIND_METADATA_KEY] == "medium"

@@ -18,6 +18,7 @@ from workflows.compare import (
     run_compare,
     threads_per_worker,
 )
+from workflows.embedded import DEFAULT_DATASET_ID
 from workflows.runs import read_eval
 
 STEPS = 50
@@ -203,10 +204,7 @@ def test_quickstart_and_report_commands(minari_root, store, tmp_path, capsys):
     assert main(["quickstart", *quick]) == 0
     first = capsys.readouterr().out
     folder = tmp_path / "compare-quickstart-20steps"
-    assert (
-        "Results: mbrl/invertedpendulum/noisy-v0 (normalized score)" in first
-        and f"report: {folder / 'report.html'}" in first
-    )
+    assert f"Results: {DEFAULT_DATASET_ID} (normalized score)" in first and f"report: {folder / 'report.html'}" in first
     assert main(["quickstart", *quick]) == 0  # the second time everything is found
     assert "1 of 1 runs already finished" in capsys.readouterr().out
     assert main(["report", str(folder)]) == 0

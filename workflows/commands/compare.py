@@ -62,6 +62,11 @@ def add_grid_arguments(
         default=None,
         help="dynamics artifact folder (default: MBRL_DYNAMICS_STORE or the user cache)",
     )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no live display of the grid (on a terminal it refreshes in place; otherwise a line a minute)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +95,12 @@ def run_grid(spec, args: argparse.Namespace) -> int:
 
     try:
         outcome = run_compare(
-            spec, runs_dir=args.out, workers=args.workers, device=args.device, dynamics_store=args.dynamics_store
+            spec,
+            runs_dir=args.out,
+            workers=args.workers,
+            device=args.device,
+            dynamics_store=args.dynamics_store,
+            progress=not args.no_progress,
         )
     except KeyboardInterrupt:
         print(

@@ -1,0 +1,190 @@
+"""Quality benchmark (not a test): every learner on D4RL-style Hopper-v5 and HalfCheetah-v5 datasets.
+
+1. ``mbrl collect`` builds the datasets (online SAC behaviour policy for
+   ``--sac-steps`` environment steps, then random / medium / medium-replay /
+   expert / medium-expert of ``--transitions`` each); a finished collection is
+   reused, an interrupted one resumes. Do not run it while another
+   ``mbrl collect`` of the same name is running.
+2. ``mbrl compare`` trains every learner on every dataset at one gradient
+   budget (``--steps`` updates, the trainer's default evaluation protocol); it
+   resumes too, and a larger ``--seeds`` later adds only the new seeds.
+3. Writes ``benchmarks/results/quality.json`` (per dataset x learner: the final
+   normalized score of each seed, mean, sample std, number of seeds, budget,
+   behaviour budget, wall-clock) and copies the compare report's markdown to
+   ``benchmarks/results/quality.md``.
+
+Hours of CPU: start it in the background, with one seed, and add seeds later:
+
+    python benchmarks/quality.py --seeds 1 --workers 2          # then --seeds 3 to add two more
+    python benchmarks/quality.py --report-only                   # rewrite the JSON from finished runs
+
+Datasets go to the Minari root (``MINARI_DATASETS_PATH``), runs to
+``--runs-dir`` (default ``runs/``, not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# this folder holds a dynamics.py benchmark that would shadow the `dynamics` package
+sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch
+
+from mbrl_core.data import local_datasets_root
+from workflows.collect import RECORD_FILE, collection_dir
+from workflows.compare import RUNS_SUBDIR, RunTask, compare_folder
+from workflows.report import score_of
+from workflows.runs import is_finished, read_eval
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+RESULTS = REPOSITORY / "benchmarks" / "results"
+ENVIRONMENTS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5"}
+DATASETS = ("hopper/medium-replay-v0", "hopper/medium-v0", "halfcheetah/medium-replay-v0", "halfcheetah/medium-v0")
+ALGOS = ("mopo", "morel", "combo", "cql", "iql", "awac", "td3bc", "bc")
+STEPS = 30_000
+SAC_STEPS = 200_000  # the behaviour policy's online budget (D4RL used 1M; see the README's quality section)
+TRANSITIONS = 100_000  # random, medium and expert each (D4RL: 1M)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), help="<name>/<kind>-v0 ids")
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS))
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per cell; raise it later to add seeds")
+    parser.add_argument("--steps", type=int, default=STEPS, help="gradient updates per run, every learner")
+    parser.add_argument("--workers", type=int, default=2, help="runs trained at once")
+    parser.add_argument("--runs-dir", default=str(REPOSITORY / "runs"), help="where compare-<name>/ goes")
+    parser.add_argument("--name", default=None, help="compare name (default: quality-<steps>steps)")
+    parser.add_argument("--sac-steps", type=int, default=SAC_STEPS, help="behaviour SAC environment steps")
+    parser.add_argument("--transitions", type=int, default=TRANSITIONS, help="size of random/medium/expert")
+    parser.add_argument("--collect-seed", type=int, default=0)
+    parser.add_argument("--out", default=str(RESULTS / "quality.json"), help="the results file")
+    parser.add_argument("--report-only", action="store_true", help="no training: summarize the finished runs")
+    parser.add_argument("--no-progress", action="store_true", help="no live display (a line a minute instead)")
+    return parser.parse_args()
+
+
+def mbrl(*arguments: str) -> None:
+    """One ``mbrl`` command, from this checkout, its output straight to the terminal; stops on failure."""
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")])),
+    }
+    command = [sys.executable, "-m", "workflows.cli", *arguments]
+    print("$ mbrl " + " ".join(arguments), flush=True)
+    completed = subprocess.run(command, cwd=REPOSITORY, env=environment)
+    if completed.returncode != 0:
+        sys.exit(f"mbrl {arguments[0]} failed with exit status {completed.returncode}")
+
+
+def collection_name(dataset_id: str) -> str:
+    name = dataset_id.split("/")[0]
+    if name not in ENVIRONMENTS or dataset_id.count("/") != 1:
+        sys.exit(f"{dataset_id}: this benchmark collects <{'|'.join(ENVIRONMENTS)}>/<kind>-v0 datasets only")
+    return name
+
+
+def collect(args: argparse.Namespace) -> None:
+    for name in dict.fromkeys(collection_name(dataset_id) for dataset_id in args.datasets):
+        # --resume starts a new collection, continues an interrupted one, or returns a finished one's record
+        mbrl(
+            "collect", "--env", ENVIRONMENTS[name], "--name", name, "--sac-steps", str(args.sac_steps),
+            "--transitions", str(args.transitions), "--seed", str(args.collect_seed), "--device", "cpu",
+            "--resume", *(["--no-progress"] if args.no_progress else []),
+        )  # fmt: skip
+
+
+def compare(args: argparse.Namespace, name: str) -> None:
+    mbrl(
+        "compare", "--name", name, "--datasets", *args.datasets, "--algos", *args.algos,
+        "--seeds", str(args.seeds), "--steps", str(args.steps), "--workers", str(args.workers),
+        "--out", args.runs_dir, "--device", "cpu", *(["--no-progress"] if args.no_progress else []),
+    )  # fmt: skip
+
+
+def behaviour_record(name: str) -> dict[str, Any]:
+    """What the datasets of one collection were made from (its collection.json)."""
+    record = json.loads((collection_dir(name) / RECORD_FILE).read_text())
+    config = record["config"]
+    return {
+        "env_id": config["env_id"],
+        "sac_steps": config["sac_steps"],
+        "collect_seed": config["seed"],
+        "ref_min_score": record.get("ref_min_score"),
+        "ref_max_score": record.get("ref_max_score"),
+        "medium_checkpoint_step": record.get("medium", {}).get("step"),
+        "datasets": {entry["dataset_id"]: entry["transitions"] for entry in record.get("datasets", {}).values()},
+        "status": record["status"],
+    }
+
+
+def cell(folder: Path, algo: str, dataset_id: str, seeds: list[int]) -> dict[str, Any] | None:
+    """The finished seeds of one learner on one dataset; None when no seed has finished."""
+    runs = [folder / RUNS_SUBDIR / RunTask(algo, dataset_id, seed, False).name for seed in seeds]
+    evaluations = [read_eval(run) for run in runs if is_finished(run)]
+    if not evaluations:
+        return None
+    finals = [score_of(evaluation["final"]) for evaluation in evaluations]
+    dynamics = evaluations[0].get("dynamics") or {}
+    return {
+        "final_scores": {str(evaluation["seed"]): score for evaluation, score in zip(evaluations, finals)},
+        "mean": statistics.fmean(finals),
+        "std": statistics.stdev(finals) if len(finals) > 1 else None,
+        "seeds": len(finals),
+        "best_during_training_mean": statistics.fmean(score_of(evaluation["best"]) for evaluation in evaluations),
+        "updates": evaluations[0]["steps"],
+        "wall_seconds_mean": statistics.fmean(evaluation["train_seconds"] for evaluation in evaluations),
+        "dynamics_pretrain_seconds": dynamics.get("pretrain_seconds"),  # once per dataset, shared by its MB runs
+    }
+
+
+def summarize(args: argparse.Namespace, folder: Path, started: float) -> dict[str, Any]:
+    grid = json.loads((folder / "compare.json").read_text())
+    names = dict.fromkeys(collection_name(dataset_id) for dataset_id in grid["datasets"])
+    results = {
+        dataset_id: {algo: found for algo in grid["algos"] if (found := cell(folder, algo, dataset_id, grid["seeds"]))}
+        for dataset_id in grid["datasets"]
+    }
+    return {
+        "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "cores": os.cpu_count()},
+        "budget": {"updates_per_run": grid["steps"], "overrides": grid["overrides"], "seeds_asked": grid["seeds"]},
+        "score": "final normalized score: 100 (R - random) / (expert - random), refs from each collection",
+        "behaviour": {name: behaviour_record(name) for name in names},
+        "results": results,
+        "compare_folder": str(folder),
+        "minari_root": str(local_datasets_root()),
+        "this_invocation_seconds": time.perf_counter() - started,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    started = time.perf_counter()
+    name = args.name or f"quality-{args.steps}steps"
+    folder = compare_folder(args.runs_dir, name)
+    if not args.report_only:
+        collect(args)
+        compare(args, name)
+    results = summarize(args, folder, started)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    if (folder / "report.md").exists():
+        shutil.copyfile(folder / "report.md", out.with_suffix(".md"))
+    print(f"wrote {out}" + (f" and {out.with_suffix('.md')}" if (folder / "report.md").exists() else ""))
+
+
+if __name__ == "__main__":
+    main()
