@@ -22,7 +22,8 @@ from mbrl_core.locks import exclusive
 from mbrl_core.minari_writer import write_minari_dataset
 from tests.conftest import TINY_DYNAMICS
 from workflows.cli import main
-from workflows.embedded import ENV_ID, build_default_dataset
+from workflows.embedded import INVERTED_PENDULUM_ID as ENV_ID
+from workflows.embedded import build_noisy_inverted_pendulum
 from workflows.runs import is_finished, read_eval, train_run
 
 QUICK = {"eval_every": 10, "eval_episodes": 1, "log_every": 10, "checkpoint_every": 10}
@@ -294,7 +295,7 @@ def test_an_artifact_without_its_manifest_is_shown_broken_and_refused(capsys, ea
 
 
 def test_a_slot_holding_another_datasets_model_is_refused(capsys, earlier, tmp_path, tiny_model):
-    other_id = build_default_dataset("test/bad/other-v0", transitions=300, seed=7)
+    other_id = build_noisy_inverted_pendulum("test/bad/other-v0", transitions=300, seed=7)
     fingerprint = load_dataset(other_id).fingerprint
     store = tmp_path / "store"
     shutil.copytree(earlier["store"], store)

@@ -232,9 +232,9 @@ def test_killed_training_resumes_to_the_uninterrupted_result(train_base, uninter
 
 @pytest.fixture(scope="module")
 def dynamics_base(minari_root, tmp_path_factory):
-    from workflows.embedded import build_default_dataset
+    from workflows.embedded import build_noisy_inverted_pendulum
 
-    dataset_id = build_default_dataset("test/kill9/dynamics-v0", transitions=1000, seed=3)
+    dataset_id = build_noisy_inverted_pendulum("test/kill9/dynamics-v0", transitions=1000, seed=3)
     settings = [f"{name}={json.dumps(value)}" for name, value in TINY_DYNAMICS.items()] + ["max_epochs=4"]
 
     def arguments(store: Path) -> list[str]:
