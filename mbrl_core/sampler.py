@@ -152,13 +152,15 @@ class MixedSampler:
         started = time.perf_counter()
         number = self.generations_done
         if number < len(self.replay_numbers):
+            assert self.replay is not None  # replay_numbers come from the replay store
             generation = self.replay.read_generation(self.replay_numbers[number]).to(self.buffer.device)
             generation.number = number
             self.buffer.add(generation, source="replay")
         else:
             if self.source is None:
+                replayed = self.replay.url if self.replay is not None else "store"
                 raise ArtifactError(
-                    f"the replayed store {self.replay.url} ran out of generations and no dynamics model is available"
+                    f"the replayed store {replayed} ran out of generations and no dynamics model is available"
                 )
             generation = self.source.generate(learner, number, step)
             self.buffer.add(generation, source="own")
@@ -173,6 +175,7 @@ class MixedSampler:
         those written after the checkpoint being resumed, or by an earlier run in the same folder."""
         if self.store_aligned:
             return
+        assert self.writer is not None and self.store is not None  # only called when writing
         self.writer.flush()
         self.store.truncate(keep_below=number)
         self.store_aligned = True
