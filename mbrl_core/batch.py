@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+# The five fields of a transition, in Batch's order: the datasets, the model buffer and the rollout store
+# all hold these (plus their own extras).
+TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals")
+# The float-valued ones, checked for NaN/inf.
+FLOAT_FIELDS = TRANSITION_FIELDS[:4]
+
 
 @dataclass
 class Batch:

@@ -21,10 +21,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from mbrl_core.batch import FLOAT_FIELDS, TRANSITION_FIELDS
 from mbrl_core.errors import DatasetError
 from mbrl_core.normalization import Normalizer
 
-FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "episode_starts")
+FIELDS = (*TRANSITION_FIELDS, "timeouts", "episode_starts")
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,7 @@ def _check_dims(array: np.ndarray, expected: int, what: str, number: int, info: 
 def check_finite(arrays: dict[str, np.ndarray], dataset_id: str) -> None:
     """Refuse NaN/inf (in float32, the dtype training uses), saying how many values and where the first one is."""
     problems = []
-    for name in ("observations", "actions", "rewards", "next_observations"):
+    for name in FLOAT_FIELDS:
         bad = ~np.isfinite(arrays[name])
         count = int(bad.sum())
         if count:

@@ -31,12 +31,12 @@ from typing import Any
 
 import torch
 
-from mbrl_core.batch import Batch
+from mbrl_core.batch import TRANSITION_FIELDS, Batch
 from mbrl_core.errors import ArtifactError, ConfigError
 from mbrl_core.rollout_store import RolloutGeneration
 
 # Columns of the ring; uncertainty features are added per name.
-RING_COLUMNS = ("observations", "actions", "rewards", "next_observations", "terminals")
+RING_COLUMNS = TRANSITION_FIELDS
 
 
 @dataclass

@@ -43,17 +43,20 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from mbrl_core.batch import TRANSITION_FIELDS
 from mbrl_core.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 UNCERTAINTY_GROUP = "uncertainty"
 # name -> (numpy dtype, True if the array has a feature dimension)
+TRANSITION_ARRAYS = dict(
+    zip(
+        TRANSITION_FIELDS,
+        [("float32", True), ("float32", True), ("float32", False), ("float32", True), ("bool", False)],
+    )
+)
 ROW_ARRAYS = {
-    "observations": ("float32", True),
-    "actions": ("float32", True),
-    "rewards": ("float32", False),
-    "next_observations": ("float32", True),
-    "terminals": ("bool", False),
+    **TRANSITION_ARRAYS,
     "rollout_ids": ("int32", False),
     "step_indices": ("int32", False),
     "generations": ("int32", False),

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from mbrl_core.batch import FLOAT_FIELDS
 from mbrl_core.data import DatasetInfo, dataset_info, load_minari, transition_arrays
 
 MIN_TRANSITIONS = 1000
@@ -31,7 +32,7 @@ EXPLODING_ABS = 1e4  # |value| beyond this breaks normalizers and network inputs
 ACTION_TOLERANCE = 1e-6
 COVERAGE_COMPONENTS = 3
 COVERAGE_BINS = 10
-FINITE_FIELDS = ("observations", "actions", "rewards", "next_observations")
+FINITE_FIELDS = FLOAT_FIELDS
 
 
 @dataclass
