@@ -72,12 +72,12 @@ def test_running_the_printed_command_trains_the_missing_seeds(small_dataset_id, 
     finals = {"mopo": [80.0, 82.0, 81.0], "bc": [40.0, 45.0, 41.0]}
     trained: list[str] = []
 
-    def fake_train(task, steps, overrides, folder, device, dynamics_store, progress):
+    def fake_train(task, steps, overrides, folder, device, dynamics_store):
         trained.append(task.name)
         final = finals[task.algo][task.seed]
         return str(fabricate_run(Path(folder), task.algo, task.dataset_id, task.seed, task.model_based, final))
 
-    def fake_pretrain(task, device, dynamics_store, progress):
+    def fake_pretrain(task, device, dynamics_store):
         return {"key": "toy-dynamics", "was_cached": True, "train_seconds": 0.0}
 
     monkeypatch.setattr(compare_module, "train_task", fake_train)
