@@ -82,7 +82,9 @@ class RolloutSource(Protocol):
     """
 
     def generate(self, learner: Any, number: int, policy_step: int) -> RolloutGeneration:
-        """A new generation under the learner's current policy."""
+        """A new generation under the learner's policy (``learner.act`` is all a source may use: in the
+        background it gets a frozen copy behind a cancellable wrapper). Every random draw, the policy's
+        included, must come from the source's own state, never from the global RNG."""
 
     def state_dict(self) -> dict[str, Any]: ...
 
