@@ -5,12 +5,14 @@ system; not MuJoCo data) with the default dynamics ensemble architecture
 (7 members, 4 x 200; trained only briefly, since quality does not change speed):
 
 1. rollout generation, transitions/s, at the default batch (50,000 start states,
-   horizon 5) under a SAC policy: model + policy alone, the synchronous Zarr
+   horizon 5; divided by --scale) under a SAC policy: model + policy alone, the synchronous Zarr
    append alone, and both in sequence (the worst case; in training the append
    runs on the background writer);
 2. trainer updates/s through the one OfflineTrainer, no evaluation: MOPO and MOReL
    vs SAC on the real data, and COMBO vs CQL, with the model-based runs refreshing
-   rollouts at the default cadence (every 1,000 updates, 5 kept) and writing them to
+   rollouts at the default cadence (every 1,000 updates, 5 kept; with --scale s every
+   1,000 / s updates from 50,000 / s start states, the same rollout work per update,
+   so a loaded machine sees several refreshes in a short run) and writing them to
    Zarr (the writes, and the wait for the last one, are inside the timing). With
    ``rollouts.background`` (the default) generation k+1 is built on a worker thread
    while the learner updates; generation 0 is built synchronously before the first
@@ -23,7 +25,7 @@ The machine is shared: every figure carries the 1-minute load average before and
 after it (``os.getloadavg``), so a ratio between two runs taken at different loads
 can be read for what it is.
 
-    python benchmarks/model_based.py [--steps 3000] [--cql-steps 2000] [--threads 2]
+    python benchmarks/model_based.py [--steps 3000] [--cql-steps 2000] [--threads 2] [--scale 1]
 
 Writes benchmarks/results/model_based.json.
 """
@@ -105,10 +107,12 @@ def make_learner(algo: str, data: TransitionData, steps: int, extras: dict | Non
     return entry.learner_cls(build_config(entry.config_cls, config["learner"], f"{algo}.learner"), context), config
 
 
-def rollout_rates(data: TransitionData, model: DynamicsService, folder: Path, repeats: int = 3) -> dict:
+def rollout_rates(
+    data: TransitionData, model: DynamicsService, folder: Path, batch_size: int, repeats: int = 3
+) -> dict:
     learner, config = make_learner("mopo", data, 1000)
-    rollouts = config["rollouts"]
-    generator = RolloutGenerator(model, data.observations, rollouts["horizon"], rollouts["batch_size"], seed=0)
+    rollouts = {**config["rollouts"], "batch_size": batch_size}
+    generator = RolloutGenerator(model, data.observations, rollouts["horizon"], batch_size, seed=0)
     store = RolloutStore.create(
         folder / "bench.zarr", obs_dim=OBS_DIM, act_dim=ACT_DIM, uncertainty_names=list(FEATURE_NAMES), metadata={}
     )
@@ -141,10 +145,11 @@ def load_average() -> float:
 
 
 def updates_per_second(
-    algo: str, data: TransitionData, steps: int, dynamics_store: str, folder: Path, background: bool = True
+    algo: str, data: TransitionData, steps: int, dynamics_store: str, folder: Path, rollouts: dict
 ) -> dict:
     entry = get_learner(algo)
-    overrides = {"dynamics": BENCH_DYNAMICS, "rollouts": {"background": background}}
+    background = rollouts.get("background", True)
+    overrides = {"dynamics": BENCH_DYNAMICS, "rollouts": rollouts}
     config = resolve_algo_config(algo, data.info.dataset_id, overrides)
     trainer_config = build_config(
         TrainerConfig, {**config["trainer"], "steps": steps, "log_every": steps, "eval_every": 10 * steps}, "trainer"
@@ -181,15 +186,26 @@ def updates_per_second(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000, help="updates for SAC, MOPO, MOReL (default 3000)")
-    parser.add_argument("--cql-steps", type=int, default=2000, help="updates for CQL and COMBO (default 2000)")
+    parser.add_argument(
+        "--cql-steps", type=int, default=2000, help="updates for CQL and COMBO (default 2000; 0 skips them)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=1,
+        help="divide the refresh period and the rollout batch by this (same rollout work per update, more "
+        "refreshes in fewer steps: for a loaded machine; default 1)",
+    )
     args = parser.parse_args()
+    scaled = {"refresh_every": 1000 // args.scale, "batch_size": 50_000 // args.scale}
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = synthetic_hopper_sized(TRANSITIONS)
     result: dict = {
         "command": f"python benchmarks/model_based.py --steps {args.steps} --cql-steps {args.cql_steps} "
-        f"--threads {args.threads}",
+        f"--threads {args.threads} --scale {args.scale}",
+        "rollouts": {**scaled, "horizon": 5, "retain_generations": 5},
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
@@ -207,19 +223,22 @@ def main() -> None:
         started = time.perf_counter()
         model = DynamicsService.fit(data, BENCH_DYNAMICS, store=store, progress=False)
         print(f"dynamics model ({BENCH_DYNAMICS}) trained in {time.perf_counter() - started:.0f} s", flush=True)
-        result["rollout_generation"] = rollout_rates(data, model, folder)
+        result["rollout_generation"] = rollout_rates(data, model, folder, scaled["batch_size"])
         result["trainer"] = trainer
         write(result)
         for model_based, model_free, length in PAIRS:
             steps = getattr(args, length)
+            if steps == 0:
+                continue
             for algo in (model_free, model_based):
                 if algo not in trainer:
-                    trainer[algo] = updates_per_second(algo, data, steps, store, folder)
+                    trainer[algo] = updates_per_second(algo, data, steps, store, folder, scaled)
             trainer[f"{model_based}_vs_{model_free}"] = (
                 trainer[model_based]["updates_per_second"] / trainer[model_free]["updates_per_second"]
             )
             write(result)
-        trainer["mopo_sync"] = updates_per_second("mopo", data, args.steps, store, folder, background=False)
+        sync = {**scaled, "background": False}
+        trainer["mopo_sync"] = updates_per_second("mopo", data, args.steps, store, folder, sync)
         trainer["mopo_sync_vs_sac"] = trainer["mopo_sync"]["updates_per_second"] / trainer["sac"]["updates_per_second"]
         write(result)
 
