@@ -12,6 +12,13 @@ are the most reported reproduction bug) and, for MOReL, after its first
 *unknown* row (``halt_feature`` above ``halt_threshold``). Only live rows are
 kept, so a generation holds at most ``batch_size * horizon`` transitions, each
 with its rollout id and step index. Everything stays on the model's device.
+
+Every random draw of a generation (start states, elite choices, model noise and
+the policy's action noise) comes from the generator's own ``torch.Generator``:
+the policy's draws are routed there by :class:`DrawsFrom`, so a generation is a
+function of the policy's weights and that generator's state alone. That is what
+lets the mixed sampler run a generation on a background thread while the learner
+keeps drawing from the global RNG, and still reproduce it exactly on resume.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from mbrl_core.config import bounded
 from mbrl_core.rollout_store import RolloutGeneration
@@ -38,6 +46,9 @@ class RolloutConfig:
     real_fraction: float = bounded(0.05, minimum=0.0, maximum=1.0)
     # Zarr chunk length in rows (a chunk of 17-dim observations at 65,536 rows is ~4 MB).
     chunk_rows: int = bounded(65_536, minimum=1)
+    # Generate the next generation on a background thread under a snapshot of the policy, so rollouts
+    # overlap the updates; the rollout policy then lags one refresh period (see mbrl_core.sampler).
+    background: bool = True
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,53 @@ class Halting:
 
 
 Act = Callable[[torch.Tensor], torch.Tensor]
+
+# Random functions that take a ``generator`` keyword, and the ``*_like`` ones rebuilt with one.
+_TAKES_GENERATOR = {
+    torch.randn,
+    torch.rand,
+    torch.randint,
+    torch.randperm,
+    torch.normal,
+    torch.multinomial,
+    torch.bernoulli,
+    torch.poisson,
+    torch.Tensor.normal_,
+    torch.Tensor.uniform_,
+    torch.Tensor.bernoulli_,
+    torch.Tensor.exponential_,
+    torch.Tensor.random_,
+    torch.Tensor.multinomial,
+}
+_LIKE = {torch.randn_like: torch.randn, torch.rand_like: torch.rand}
+
+
+class DrawsFrom(TorchFunctionMode):
+    """Inside ``with DrawsFrom(generator):`` the random functions above draw from ``generator``.
+
+    A torch function mode is thread-local, so this leaves other threads' draws from
+    the global RNG alone; that is why a policy's ``act`` (which samples its action
+    noise from the global RNG) can run on a rollout thread without making the
+    learner's updates on the main thread irreproducible.
+    """
+
+    def __init__(self, generator: torch.Generator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = dict(kwargs or {})
+        if func in _LIKE and kwargs.get("generator") is None:
+            like = args[0]
+            return _LIKE[func](
+                like.shape,
+                generator=self.generator,
+                dtype=kwargs.get("dtype") or like.dtype,
+                device=kwargs.get("device") or like.device,
+            )
+        if func in _TAKES_GENERATOR and kwargs.get("generator") is None:
+            kwargs["generator"] = self.generator
+        return func(*args, **kwargs)
 
 
 @torch.no_grad()
@@ -134,9 +192,10 @@ class RolloutGenerator:
         def act(observations: torch.Tensor) -> torch.Tensor:
             return learner.act(observations, deterministic=False)
 
-        rows = branched_rollouts(
-            self.model, act, self.start_observations[picks], self.horizon, self.generator, self.halting
-        )
+        with DrawsFrom(self.generator):
+            rows = branched_rollouts(
+                self.model, act, self.start_observations[picks], self.horizon, self.generator, self.halting
+            )
         return RolloutGeneration(number=number, policy_step=policy_step, **rows)
 
     def state_dict(self) -> dict[str, Any]:

@@ -83,6 +83,7 @@ def prepare_model_based_run(
         seed=seed,
         store=store,
         replay=replay,
+        background=rollouts.background,
     )
     extras = {DISAGREEMENT_MAX: float(service.disagreement_stats["max"]), MODEL_KEY: service.key}
     # pretrain_seconds: what training this model cost, whether this run paid it (reused False) or an earlier one did.
