@@ -30,7 +30,7 @@ def make_learner(data) -> SAC:
 def make_sampler(data, model, store: RolloutStore, source=None) -> MixedSampler:
     return MixedSampler(
         RealSampler(data, batch_size=32, seed=0),
-        ModelBuffer(capacity=4 * STARTS * HORIZON, retain_generations=4, device="cpu"),
+        ModelBuffer(capacity=4 * STARTS * HORIZON, device="cpu"),
         source or RolloutGenerator(model, data.observations, HORIZON, STARTS, seed=0),
         batch_size=32,
         real_fraction=0.5,
