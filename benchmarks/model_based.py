@@ -50,8 +50,8 @@ import torch
 
 from dynamics.rollouts import RolloutGenerator
 from dynamics.service import DynamicsService
-from dynamics.uncertainty import FEATURE_NAMES
 from mbrl_core.config import build_config, resolve_algo_config
+from mbrl_core.contracts import UNCERTAINTY_FEATURES
 from mbrl_core.data import DatasetInfo, TransitionData
 from mbrl_core.learner import LearnerContext
 from mbrl_core.rollout_store import RolloutStore
@@ -114,7 +114,11 @@ def rollout_rates(
     rollouts = {**config["rollouts"], "batch_size": batch_size}
     generator = RolloutGenerator(model, data.observations, rollouts["horizon"], batch_size, seed=0)
     store = RolloutStore.create(
-        folder / "bench.zarr", obs_dim=OBS_DIM, act_dim=ACT_DIM, uncertainty_names=list(FEATURE_NAMES), metadata={}
+        folder / "bench.zarr",
+        obs_dim=OBS_DIM,
+        act_dim=ACT_DIM,
+        uncertainty_names=list(UNCERTAINTY_FEATURES),
+        metadata={},
     )
     generate_seconds, write_seconds, rows = [], [], 0
     for number in range(repeats):

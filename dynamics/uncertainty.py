@@ -19,14 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from mbrl_core.contracts import (
-    ENSEMBLE_STD,
-    MAX_PAIRWISE_DISAGREEMENT,
-    MAX_STD_NORM,
-    UNCERTAINTY_FEATURES,
-)
-
-FEATURE_NAMES = UNCERTAINTY_FEATURES
+from mbrl_core.contracts import ENSEMBLE_STD, MAX_PAIRWISE_DISAGREEMENT, MAX_STD_NORM
 
 
 def max_std_norm(std: torch.Tensor) -> torch.Tensor:

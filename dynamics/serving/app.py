@@ -42,7 +42,7 @@ from dynamics.serving.schemas import (
     StepResponse,
 )
 from dynamics.serving.wire import dumps, encode_prediction, encode_step, json_safe
-from dynamics.uncertainty import FEATURE_NAMES
+from mbrl_core.contracts import UNCERTAINTY_FEATURES
 
 # bytes a request may spend per number (a float's repr is <= 24 characters) plus room for formatting
 BYTES_PER_NUMBER = 40
@@ -72,7 +72,7 @@ class DynamicsAPI:
             {
                 **service.meta,
                 "device": str(service.device),
-                "uncertainty_features": list(FEATURE_NAMES),
+                "uncertainty_features": list(UNCERTAINTY_FEATURES),
                 "limits": limits,
             }
         )

@@ -15,10 +15,10 @@ from dynamics.ensemble import EnsembleOutput
 from dynamics.service import DynamicsService
 from dynamics.uncertainty import (
     ENSEMBLE_STD,
-    FEATURE_NAMES,
     MAX_PAIRWISE_DISAGREEMENT,
     MAX_STD_NORM,
 )
+from mbrl_core.contracts import UNCERTAINTY_FEATURES
 from mbrl_core.data import DatasetInfo, TransitionData
 from mbrl_core.errors import ArtifactError
 
@@ -107,7 +107,7 @@ def test_uncertainty_is_larger_far_from_the_data(trained, linear_data):
     directions = torch.randn(500, 3, generator=torch.Generator().manual_seed(0))
     far_obs = 8.0 * directions / directions.norm(dim=1, keepdim=True)  # 8 data stds away, every direction
     far = trained.predict(far_obs, linear_data.actions[:500]).uncertainty
-    assert set(near) == set(FEATURE_NAMES)
+    assert set(near) == set(UNCERTAINTY_FEATURES)
     # the epistemic features (members disagreeing) grow away from the data, row by row
     for name in (MAX_PAIRWISE_DISAGREEMENT, ENSEMBLE_STD):
         assert far[name].mean() > 5 * near[name].mean(), name
@@ -136,7 +136,7 @@ def test_round_trip_gives_identical_predictions_and_steps(trained, linear_data, 
     obs, act = linear_data.observations[:300], linear_data.actions[:300]
     first, second = trained.predict(obs, act), loaded.predict(obs, act)
     assert torch.equal(first.next_observations, second.next_observations) and torch.equal(first.rewards, second.rewards)
-    for name in FEATURE_NAMES:
+    for name in UNCERTAINTY_FEATURES:
         assert torch.equal(first.uncertainty[name], second.uncertainty[name])
     step_a = trained.step(obs, act, torch.Generator().manual_seed(3))
     step_b = loaded.step(obs, act, torch.Generator().manual_seed(3))
@@ -159,7 +159,7 @@ def test_step_samples_one_elite_per_row_with_the_same_uncertainty_as_predict(tra
     )
     assert bool((distance.amin(dim=1) < 5).all())
     np.testing.assert_allclose(step.next_observations.mean(0), prediction.next_observations[0], atol=0.01)
-    for name in FEATURE_NAMES:
+    for name in UNCERTAINTY_FEATURES:
         assert torch.allclose(step.uncertainty[name][0], prediction.uncertainty[name][0])
     assert step.terminals.sum() == 0
 
@@ -177,7 +177,7 @@ def test_step_segments_equal_solo_steps_with_each_segments_own_generator(trained
             same = torch.equal if exact else lambda a, b: torch.allclose(a, b, atol=1e-6)
             for name in ("next_observations", "rewards", "terminals"):
                 assert same(getattr(step, name), getattr(solo, name)), (name, start)
-            for name in FEATURE_NAMES:
+            for name in UNCERTAINTY_FEATURES:
                 assert same(step.uncertainty[name], solo.uncertainty[name]), (name, start)
 
     compare(exact=False)  # the real forward pass: BLAS rounds a row differently with the batch's size

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dynamics.rollouts import Halting, RolloutGenerator, branched_rollouts
-from dynamics.uncertainty import FEATURE_NAMES
+from mbrl_core.contracts import UNCERTAINTY_FEATURES
 from mbrl_core.learner import LearnerContext
 from mbrl_core.model_buffer import ModelBuffer
 from mbrl_core.rollout_store import RolloutStore
@@ -126,7 +126,7 @@ def test_penalty_at_sampling_equals_penalty_at_generation(small_data, tiny_model
             url,
             obs_dim=small_data.obs_dim,
             act_dim=small_data.act_dim,
-            uncertainty_names=list(FEATURE_NAMES),
+            uncertainty_names=list(UNCERTAINTY_FEATURES),
             metadata={},
         )
     )

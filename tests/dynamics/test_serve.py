@@ -24,7 +24,7 @@ from dynamics.rollouts import branched_rollouts
 from dynamics.service import DynamicsService
 from dynamics.serving.config import ServeConfig, check_bind_allowed
 from dynamics.serving.server import DynamicsServer
-from dynamics.uncertainty import FEATURE_NAMES
+from mbrl_core.contracts import UNCERTAINTY_FEATURES
 from mbrl_core.errors import ConfigError, MbrlError
 from workflows.cli import main
 from workflows.commands.dynamics_serve import read_token
@@ -101,8 +101,8 @@ def test_client_predictions_equal_the_in_process_ones(client, service, small_dat
     local, remote = service.predict(obs, act, per_member=True), client.predict(obs, act, per_member=True)
     for field in ("next_observations", "rewards", "terminals", "member_means", "member_stds"):
         assert torch.equal(getattr(local, field), getattr(remote, field)), field
-    assert set(remote.uncertainty) == set(FEATURE_NAMES)
-    for name in FEATURE_NAMES:
+    assert set(remote.uncertainty) == set(UNCERTAINTY_FEATURES)
+    for name in UNCERTAINTY_FEATURES:
         assert torch.equal(local.uncertainty[name], remote.uncertainty[name]), name
     assert client.predict(obs, act).member_means is None
 
@@ -113,7 +113,7 @@ def test_client_steps_equal_the_in_process_ones_for_the_same_seed(client, servic
     remote = client.step(obs, act, seed=11)
     for field in ("next_observations", "rewards", "terminals"):
         assert torch.equal(getattr(local, field), getattr(remote, field)), field
-    for name in FEATURE_NAMES:
+    for name in UNCERTAINTY_FEATURES:
         assert torch.equal(local.uncertainty[name], remote.uncertainty[name])
     # a learner's generator: the client draws the seed from it, so equal generators give equal steps
     first = client.step(obs, act, torch.Generator().manual_seed(5))
@@ -160,14 +160,14 @@ def test_client_drives_branched_rollouts_like_the_service(client, small_data):
     first = branched_rollouts(client, act, starts, 3, torch.Generator().manual_seed(0))
     again = branched_rollouts(client, act, starts, 3, torch.Generator().manual_seed(0))
     assert torch.equal(first["next_observations"], again["next_observations"])
-    assert len(first["rewards"]) >= 100 and set(first["uncertainty"]) == set(FEATURE_NAMES)
+    assert len(first["rewards"]) >= 100 and set(first["uncertainty"]) == set(UNCERTAINTY_FEATURES)
 
 
 def test_info_and_health(server, service, client):
     status, info = get(server.url + "/v1/info")
     assert status == 200 and info["key"] == service.key and info["elites"] == service.elites
     assert info["metrics"] == json.loads(json.dumps(service.metrics)) and info["limits"]["max_request_rows"] == MAX_ROWS
-    assert info["uncertainty_features"] == list(FEATURE_NAMES) and info["obs_dim"] == 4 and info["act_dim"] == 1
+    assert info["uncertainty_features"] == list(UNCERTAINTY_FEATURES) and info["obs_dim"] == 4 and info["act_dim"] == 1
     # InvertedPendulum's observation space is unbounded: JSON has no infinity, so the bounds are null
     assert info["spaces"]["observation"]["low"] == [None] * 4 and info["spaces"]["action"]["high"] == [3.0]
     assert client.key == service.key and client.elites == service.elites
@@ -460,7 +460,7 @@ def test_concurrent_seeded_steps_share_forward_passes_and_each_keeps_its_own_see
             for field in ("next_observations", "rewards"):
                 assert torch.allclose(getattr(remote, field), getattr(local, field), rtol=0, atol=1e-5), field
             assert torch.equal(remote.terminals, local.terminals)
-            for name in FEATURE_NAMES:
+            for name in UNCERTAINTY_FEATURES:
                 assert torch.allclose(remote.uncertainty[name], local.uncertainty[name], rtol=1e-5, atol=1e-6), name
 
 
