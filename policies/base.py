@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from mbrl_core.batch import Batch
+from mbrl_core.errors import ConfigError
 from mbrl_core.learner import LearnerContext
 from policies.networks import ActionScaler, ObservationNormalizer
 
@@ -61,6 +62,17 @@ def td_loss(q_values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def advantage_weights(advantages: torch.Tensor, inverse_temperature: float, max_weight: float) -> torch.Tensor:
     """AWR-style weights exp(β A), clipped at ``max_weight`` (IQL: β = 3, AWAC: β = 1/λ; both clip at 100)."""
     return torch.exp(inverse_temperature * advantages).clamp(max=max_weight)
+
+
+def return_range_reward_scale(context: LearnerContext, learner: str) -> float:
+    """1000 / (max - min episode return): the locomotion reward scaling of IQL's and CORL's code."""
+    spread = context.episode_return_max - context.episode_return_min
+    if spread <= 0:
+        raise ConfigError(
+            f"{learner}: scale_rewards_by_return_range needs episodes with different returns (min = max = "
+            f"{context.episode_return_max}); set scale_rewards_by_return_range=false"
+        )
+    return 1000.0 / spread
 
 
 class LearnerBase:

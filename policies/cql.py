@@ -11,7 +11,8 @@ each of three proposals, each corrected by its log-density:
 Defaults follow CORL's D4RL configs (see REFERENCES.md): 3x256 actor and critics,
 orthogonal critic init, α_cql 10, K 10, temperature 1, policy lr 3e-5,
 Q lr 3e-4, auto-entropy with the policy's lr, no entropy in the backup, no
-max-target backup, no BC warm start (``bc_steps`` 0), Lagrange variant off.
+max-target backup, no BC warm start (``bc_steps`` 0), Lagrange variant off, raw
+rewards (CORL scales them by 1000 / return range for hopper-medium only: a per-dataset setting).
 
 COMBO subclasses this, changing only ``push_down_rows`` (the states ρ of the
 log-sum-exp term) and ``push_up_rows`` (the dataset (s,a) rows pushed up).
@@ -20,13 +21,14 @@ log-sum-exp term) and ``push_up_rows`` (the dataset (s,a) rows pushed up).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from mbrl_core.batch import Batch
 from mbrl_core.learner import LearnerContext
+from policies.base import return_range_reward_scale
 from policies.networks import CriticEnsemble, SquashedGaussian, TanhGaussianActor
 from policies.sac import SAC, SACConfig
 
@@ -49,6 +51,8 @@ class CQLConfig(SACConfig):
     bc_steps: int = 0
     orthogonal_init: bool = True
     log_std_offset: float = -1.0
+    # CORL normalize_reward: r x 1000 / (max - min episode return); its hopper/medium_v2.yaml alone sets it.
+    scale_rewards_by_return_range: bool = False
 
 
 def conservative_logsumexp(
@@ -78,6 +82,7 @@ class CQL(SAC):
             self.log_alpha_prime = nn.Parameter(torch.tensor(1.0, device=self.device))
             self.nets["cql_lagrange"] = nn.ParameterDict({"log_alpha_prime": self.log_alpha_prime})
             self.optimizers["critic"].add_param_group({"params": [self.log_alpha_prime]})
+        self.reward_scale = return_range_reward_scale(context, "cql") if config.scale_rewards_by_return_range else 1.0
 
     def build_actor(self, context: LearnerContext) -> nn.Module:
         return TanhGaussianActor(
@@ -93,6 +98,11 @@ class CQL(SAC):
         return CriticEnsemble(
             context.obs_dim, context.act_dim, config.hidden_sizes, config.critic_members, config.orthogonal_init
         )
+
+    def transform_batch(self, batch: Batch) -> Batch:
+        if self.reward_scale == 1.0:
+            return batch
+        return replace(batch, rewards=batch.rewards * self.reward_scale)
 
     def push_down_rows(self, batch: Batch) -> torch.Tensor | None:
         """Rows whose states ρ feed the log-sum-exp term (None: all)."""

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 import torch
 
 from mbrl_core.batch import Batch
-from mbrl_core.errors import ConfigError
 from mbrl_core.learner import LearnerContext
 from policies.base import (
     LearnerBase,
     LearnerConfig,
     adam,
     advantage_weights,
+    return_range_reward_scale,
     soft_update,
     td_loss,
     td_target,
@@ -62,17 +62,6 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
     return (weight * diff.pow(2)).mean()
 
 
-def return_range_reward_scale(context: LearnerContext) -> float:
-    spread = context.episode_return_max - context.episode_return_min
-    if spread <= 0:
-        raise ConfigError(
-            "iql: scale_rewards_by_return_range needs episodes with different returns (min = max = "
-            f"{context.episode_return_max}); "
-            "set scale_rewards_by_return_range=false"
-        )
-    return 1000.0 / spread
-
-
 class IQL(LearnerBase):
     config: IQLConfig
 
@@ -86,7 +75,7 @@ class IQL(LearnerBase):
             context.obs_dim, context.act_dim, hidden, tanh_mean=True, log_std_bounds=log_std_bounds
         )
         self.finish_setup()
-        self.reward_scale = return_range_reward_scale(context) if config.scale_rewards_by_return_range else 1.0
+        self.reward_scale = return_range_reward_scale(context, "iql") if config.scale_rewards_by_return_range else 1.0
         self.optimizers = {
             "actor": adam(self.nets["actor"], config.actor_lr),
             "critic": adam(self.nets["critic"], config.critic_lr),

@@ -187,3 +187,9 @@ def test_combo_actor_is_offlinerl_kits_and_the_actor_lr_decays():
     assert learner.optimizers["actor"].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert learner.optimizers["critic"].param_groups[0]["lr"] == pytest.approx(3e-4)
     assert float(metrics["model_reward_mean"]) == pytest.approx(float(batch.rewards[4:].mean()))
+
+
+def test_cql_scales_rewards_on_hopper_medium_only_as_corl_does():
+    assert resolve_algo_config("cql", "hopper/medium-v0")["learner"]["scale_rewards_by_return_range"] is True
+    for other in ("hopper/medium-replay-v0", "halfcheetah/medium-v0"):
+        assert resolve_algo_config("cql", other)["learner"]["scale_rewards_by_return_range"] is False

@@ -147,3 +147,20 @@ def test_cql_push_up_term_uses_only_the_selected_rows():
     # Same sampled actions, so the log-sum-exp is unchanged; each critic's push-up mean drops by 1
     # (rows 0-1 instead of 0-3), and the loss is α_cql Σ_e (lse_e - push_up_e).
     assert (real_rows - all_rows).item() == pytest.approx(10.0 * 2 * 1.0, rel=1e-5)
+
+
+def test_cql_scales_rewards_by_the_return_range_only_when_asked():
+    from policies.cql import CQL, CQLConfig
+
+    batch = Batch(
+        observations=torch.randn(4, 3),
+        actions=torch.zeros(4, 2),
+        rewards=torch.tensor([1.0, -2.0, 0.5, 0.0]),
+        next_observations=torch.randn(4, 3),
+        terminals=torch.zeros(4),
+    )
+    plain = CQL(CQLConfig(hidden_sizes=(8,)), tiny_context())
+    assert torch.equal(plain.transform_batch(batch).rewards, batch.rewards)
+    scaled = CQL(CQLConfig(hidden_sizes=(8,), scale_rewards_by_return_range=True), tiny_context())
+    # CORL modify_reward: r * 1000 / (max - min episode return); the returns span 0..10 here.
+    assert torch.allclose(scaled.transform_batch(batch).rewards, batch.rewards * 100.0)
