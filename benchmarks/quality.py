@@ -71,7 +71,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--collect-seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "quality.json"), help="the results file")
     parser.add_argument("--report-only", action="store_true", help="no training: summarize the finished runs")
-    parser.add_argument("--no-progress", action="store_true", help="no live display (a line a minute instead)")
+    parser.add_argument("--no-progress", action="store_true", help="no live display and no progress lines (without it, a log file gets a line a minute)")
     return parser.parse_args()
 
 
