@@ -55,6 +55,10 @@ ALGOS = ("mopo", "morel", "combo", "cql", "iql", "awac", "td3bc", "bc")
 STEPS = 30_000
 SAC_STEPS = 200_000  # the behaviour policy's online budget (D4RL used 1M; see the README's quality section)
 TRANSITIONS = 100_000  # random, medium and expert each (D4RL: 1M)
+# D4RL's reference returns (Farama-Foundation/D4RL d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE, the same for every
+# dataset of an environment): a return also put on D4RL's scale reads next to published tables. Our own scale
+# (this collection's random policy and its 200k-step SAC) has a weaker "expert", so its scores run higher.
+D4RL_REFERENCE_RETURNS = {"hopper": (-20.272305, 3234.3), "halfcheetah": (-280.178953, 12135.0)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -71,7 +75,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--collect-seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "quality.json"), help="the results file")
     parser.add_argument("--report-only", action="store_true", help="no training: summarize the finished runs")
-    parser.add_argument("--no-progress", action="store_true", help="no live display and no progress lines (without it, a log file gets a line a minute)")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no live display, no progress lines (else a log gets a line a minute)"
+    )
     return parser.parse_args()
 
 
@@ -136,17 +142,26 @@ def cell(folder: Path, algo: str, dataset_id: str, seeds: list[int]) -> dict[str
     if not evaluations:
         return None
     finals = [score_of(evaluation["final"]) for evaluation in evaluations]
+    returns = [float(evaluation["final"]["return_mean"]) for evaluation in evaluations]
     dynamics = evaluations[0].get("dynamics") or {}
     return {
         "final_scores": {str(evaluation["seed"]): score for evaluation, score in zip(evaluations, finals)},
         "mean": statistics.fmean(finals),
         "std": statistics.stdev(finals) if len(finals) > 1 else None,
         "seeds": len(finals),
+        "final_returns": {str(evaluation["seed"]): value for evaluation, value in zip(evaluations, returns)},
+        "d4rl_scale_mean": d4rl_scale(collection_name(dataset_id), statistics.fmean(returns)),
         "best_during_training_mean": statistics.fmean(score_of(evaluation["best"]) for evaluation in evaluations),
         "updates": evaluations[0]["steps"],
         "wall_seconds_mean": statistics.fmean(evaluation["train_seconds"] for evaluation in evaluations),
         "dynamics_pretrain_seconds": dynamics.get("pretrain_seconds"),  # once per dataset, shared by its MB runs
     }
+
+
+def d4rl_scale(name: str, mean_return: float) -> float:
+    """100 (R - D4RL random) / (D4RL expert - D4RL random)."""
+    low, high = D4RL_REFERENCE_RETURNS[name]
+    return 100.0 * (mean_return - low) / (high - low)
 
 
 def summarize(args: argparse.Namespace, folder: Path, started: float) -> dict[str, Any]:
@@ -161,6 +176,7 @@ def summarize(args: argparse.Namespace, folder: Path, started: float) -> dict[st
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "cores": os.cpu_count()},
         "budget": {"updates_per_run": grid["steps"], "overrides": grid["overrides"], "seeds_asked": grid["seeds"]},
         "score": "final normalized score: 100 (R - random) / (expert - random), refs from each collection",
+        "d4rl_scale": "the same final returns on D4RL's reference returns (d4rl/infos.py)",
         "behaviour": {name: behaviour_record(name) for name in names},
         "results": results,
         "compare_folder": str(folder),
