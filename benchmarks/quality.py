@@ -76,7 +76,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", default=str(RESULTS / "quality.json"), help="the results file")
     parser.add_argument("--report-only", action="store_true", help="no training: summarize the finished runs")
     parser.add_argument(
-        "--no-progress", action="store_true", help="no live display, no progress lines (else a log gets a line a minute)"
+        "--no-progress", action="store_true", help="no live display, no progress lines (else a log gets one a minute)"
     )
     return parser.parse_args()
 
