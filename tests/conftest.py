@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -77,6 +78,7 @@ def s3_endpoint():
     process and in the CLI subprocesses) reaches it through AWS_ENDPOINT_URL and fake credentials."""
     moto_server = pytest.importorskip("moto.server")
     pytest.importorskip("s3fs")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request in failure reports
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
