@@ -99,6 +99,10 @@ class ArtifactStore:
         """The store as the user named it (its folder or URL), for messages."""
         return self.remote.url if self.remote is not None else str(self.root)
 
+    def describe(self, key: str) -> str:
+        """Where the artifact ``key`` is, as the user named the store (a folder or a URL)."""
+        return self.remote.child(key).url if self.remote is not None else str(self.path(key))
+
     def path(self, key: str) -> Path:
         """The artifact's local folder (for a remote store: its verified copy in the cache)."""
         return self.root / key

@@ -39,11 +39,16 @@ def test_a_published_artifact_loads_back_equal_from_s3(small_data, store_url, tm
     assert ArtifactStore(store_url).keys() == [trained.key]
 
 
-def test_an_upload_without_its_manifest_is_not_published_and_is_retrained(small_data, store_url):
+def test_an_upload_without_its_manifest_is_not_published_and_is_retrained(small_data, store_url, capsys):
+    from workflows.cli import main
+
     trained = DynamicsService.fit(small_data, QUICK, store=store_url, progress=False)
     store = ArtifactStore(store_url)
+    assert store.remote is not None
     store.remote.child(trained.key, MANIFEST).remove()  # as if killed before the last PUT
     assert not store.exists(trained.key)
+    assert main(["dynamics", "list", "--store", store_url]) == 0
+    assert f"{trained.key}  (not published: its upload was interrupted)" in capsys.readouterr().out
     with pytest.raises(ArtifactError, match="is not published"):
         DynamicsService.load(trained.key, store=store_url)
     retrained = DynamicsService.fit(small_data, QUICK, store=store_url, progress=False)

@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dynamics-store",
         default=None,
-        help="dynamics artifact folder (default: MBRL_DYNAMICS_STORE or the user cache)",
+        help="dynamics artifact folder or URL such as s3://bucket/dynamics "
+        "(default: MBRL_DYNAMICS_STORE or the user cache)",
     )
     parser.add_argument(
         "--rollouts", default=None, help="model-based: an existing rollouts.zarr to reuse (e.g. with another penalty)"
