@@ -32,7 +32,8 @@ def test_a_published_artifact_loads_back_equal_from_s3(small_data, store_url, tm
     assert {"weights.pt", "meta.json", MANIFEST} <= set(slot.names())
     # A fresh cache: everything comes from the bucket.
     monkeypatch.setenv("MBRL_DYNAMICS_CACHE", str(tmp_path / "other-cache"))
-    loaded = DynamicsService.load(trained.key, store=store_url)
+    monkeypatch.setenv("MBRL_DYNAMICS_STORE", store_url)  # the store named by the environment
+    loaded = DynamicsService.load(trained.key)
     assert same_weights(trained, loaded) and loaded.meta == trained.meta
     again = DynamicsService.fit(small_data, QUICK, store=store_url, progress=False)
     assert again.was_cached and same_weights(trained, again)
