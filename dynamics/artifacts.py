@@ -153,7 +153,7 @@ class ArtifactStore:
             slot = exclusive(self._slot_lock(key), f"dynamics model {key} in {self.where}")
         with slot:
             self.remove_leftovers(own_key=key)
-            if self.remote is not None:
+            if self.remote is not None and not _is_extra_rank():
                 self._remove_unpublished(own_key=key)
             folder = self.root / f"{STAGING_PREFIX}{key}-{uuid.uuid4().hex[:8]}"
             folder.mkdir()
