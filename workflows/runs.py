@@ -338,7 +338,10 @@ def check_run_contents(where: str, entries: list[str], folder: Path | Location, 
 def _read_config(config_file: Path | Location) -> dict[str, Any]:
     if isinstance(config_file, Path):
         return read_yaml(config_file)
-    recorded = yaml.safe_load(config_file.read_text())
+    try:
+        recorded = yaml.safe_load(config_file.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{config_file} is not valid YAML: {str(error).splitlines()[0]}") from error
     return recorded if isinstance(recorded, dict) else {}
 
 
