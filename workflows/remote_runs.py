@@ -67,8 +67,12 @@ class RemoteRun:
         if not resume:
             shutil.rmtree(self.work_dir, ignore_errors=True)  # what a run deleted from the store left here
         elif not (self.work_dir / "config.yaml").exists() and self.entries():
+            # Into a sibling first, renamed when complete: an interrupted download is never taken for the run.
+            incoming = self.work_dir.with_name(f".{self.work_dir.name}.download")
+            shutil.rmtree(incoming, ignore_errors=True)
+            self.folder.download(incoming, keep=lambda relative: not _is_kept_remote(relative))
             shutil.rmtree(self.work_dir, ignore_errors=True)
-            self.folder.download(self.work_dir, keep=lambda relative: not _is_kept_remote(relative))
+            os.rename(incoming, self.work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
 
     def fetch(self, relative: str) -> None:
