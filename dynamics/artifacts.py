@@ -15,6 +15,20 @@ key is refused naming the first. Staging folders a killed training left are
 removed by the next training in the store. A model whose holdout metrics are
 not finite is never published. A folder without its manifest is listed as
 damaged and refused, never silently retrained over.
+
+The store may also live on any fsspec URL (``MBRL_DYNAMICS_STORE=s3://bucket/dynamics``
+or ``--store``). An object store has no rename, so there the **manifest is the
+commit marker**: training happens in a local staging folder, then publishing
+uploads ``weights.pt`` and ``meta.json`` and only then ``manifest.json`` (each
+one PUT, whole or absent). A slot without its manifest is an interrupted
+upload: it is not published (``exists`` is False, loading refuses it, the
+listing marks it), and the next training of any key removes it once its lock
+object is free, then trains it again. Replacing (``--retrain``) deletes the old
+manifest first, so readers never pair the new files with the old manifest.
+The slot lock is a lock object ``.lock-<key>`` (see :mod:`mbrl_core.locks`).
+Loading downloads the files into a local cache (``MBRL_DYNAMICS_CACHE``, else
+``~/.cache/mbrl-offline-suite/dynamics-cache/<hash of the store URL>/<key>/``),
+checked against the manifest every time, so ``path(key)`` is a local folder.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,19 +48,30 @@ from typing import Any
 import torch
 
 from mbrl_core.errors import ArtifactError
-from mbrl_core.locks import exclusive, try_lock
+from mbrl_core.locks import exclusive, try_lock, try_lock_object
+from mbrl_core.storage import Location, is_url, locate
 
 SCHEMA_VERSION = 1
-STAGING_PREFIX, RETIRED_PREFIX, LOCK_PREFIX = ".staging-", ".retired-", ".lock-"
+STAGING_PREFIX, RETIRED_PREFIX, LOCK_PREFIX, DOWNLOAD_PREFIX = ".staging-", ".retired-", ".lock-", ".download-"
 # Lightning's launcher sets these in the extra processes of a multi-device training; only rank zero publishes.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK")
-STORE_ENV = "MBRL_DYNAMICS_STORE"
+STORE_ENV, CACHE_ENV = "MBRL_DYNAMICS_STORE", "MBRL_DYNAMICS_CACHE"
 WEIGHTS, META, MANIFEST = "weights.pt", "meta.json", "manifest.json"
 
 
-def default_store_root() -> Path:
+def default_store_root() -> str | Path:
     configured = os.environ.get(STORE_ENV)
+    if configured and is_url(configured):
+        return configured
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "mbrl-offline-suite" / "dynamics"
+
+
+def remote_cache_root(url: str) -> Path:
+    """The local folder holding downloaded copies of the artifacts of the store at ``url``."""
+    configured = os.environ.get(CACHE_ENV)
+    default = Path.home() / ".cache" / "mbrl-offline-suite" / "dynamics-cache"
+    base = Path(configured).expanduser() if configured else default
+    return base / hashlib.sha256(url.encode()).hexdigest()[:12]
 
 
 def artifact_key(dataset_fingerprint: str, config: dict[str, Any], schema_version: int = SCHEMA_VERSION) -> str:
@@ -63,17 +89,35 @@ def file_sha256(path: Path) -> str:
 
 class ArtifactStore:
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_store_root()
+        chosen = root if root is not None else default_store_root()
+        self.remote: Location | None = locate(chosen) if is_url(chosen) else None
+        # A local store is a folder; a remote one is worked on through a local cache folder.
+        self.root = Path(chosen).expanduser() if self.remote is None else remote_cache_root(self.remote.url)
+
+    @property
+    def where(self) -> str:
+        """The store as the user named it (its folder or URL), for messages."""
+        return self.remote.url if self.remote is not None else str(self.root)
+
+    def describe(self, key: str) -> str:
+        """Where the artifact ``key`` is, as the user named the store (a folder or a URL)."""
+        return self.remote.child(key).url if self.remote is not None else str(self.path(key))
 
     def path(self, key: str) -> Path:
+        """The artifact's local folder (for a remote store: its verified copy in the cache)."""
         return self.root / key
 
     def exists(self, key: str) -> bool:
-        """Whether the slot is taken (by a model, or by a damaged folder that :meth:`verify` refuses)."""
+        """Whether the slot is taken: locally by a model or by a damaged folder that :meth:`verify` refuses;
+        remotely only by a published model (its manifest is there)."""
+        if self.remote is not None:
+            return self.remote.child(key, MANIFEST).exists()
         return self.path(key).is_dir()
 
     def keys(self) -> list[str]:
         """Every slot, damaged ones included (a folder without its manifest is shown, not hidden)."""
+        if self.remote is not None:
+            return [name for name in self.remote.names() if not name.startswith(".")]
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -84,9 +128,9 @@ class ArtifactStore:
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise ArtifactError(f"no dynamics model '{key_or_prefix}' in {self.root} (see `mbrl dynamics list`)")
+            raise ArtifactError(f"no dynamics model '{key_or_prefix}' in {self.where} (see `mbrl dynamics list`)")
         raise ArtifactError(
-            f"'{key_or_prefix}' matches {len(matches)} dynamics models in {self.root}: {', '.join(matches)}"
+            f"'{key_or_prefix}' matches {len(matches)} dynamics models in {self.where}: {', '.join(matches)}"
         )
 
     # ------------------------------------------------------------------ writing
@@ -94,17 +138,23 @@ class ArtifactStore:
     def lock_path(self, key: str) -> Path:
         return self.root / f"{LOCK_PREFIX}{key}"
 
+    def _slot_lock(self, key: str) -> Path | Location:
+        return self.remote.child(f"{LOCK_PREFIX}{key}") if self.remote is not None else self.lock_path(key)
+
     @contextlib.contextmanager
     def staging(self, key: str) -> Iterator[Path]:
-        """A fresh hidden folder in the store to build an artifact in, with the key's slot locked;
-        removed if anything fails. Another process training the same key is refused in one line."""
+        """A fresh hidden folder in the store (for a remote store: in its local cache) to build an artifact
+        in, with the key's slot locked; removed if anything fails. Another process training the same key is
+        refused in one line."""
         self.root.mkdir(parents=True, exist_ok=True)
         if _is_extra_rank():
             slot: contextlib.AbstractContextManager = contextlib.nullcontext()
         else:
-            slot = exclusive(self.lock_path(key), f"dynamics model {key} in {self.root}")
+            slot = exclusive(self._slot_lock(key), f"dynamics model {key} in {self.where}")
         with slot:
             self.remove_leftovers(own_key=key)
+            if self.remote is not None and not _is_extra_rank():
+                self._remove_unpublished(own_key=key)
             folder = self.root / f"{STAGING_PREFIX}{key}-{uuid.uuid4().hex[:8]}"
             folder.mkdir()
             try:
@@ -128,6 +178,21 @@ class ArtifactStore:
                     shutil.rmtree(folder, ignore_errors=True)
                     lock.release()
 
+    def _remove_unpublished(self, own_key: str) -> None:
+        """Delete remote slots without a manifest (interrupted uploads) of ``own_key`` and of keys whose lock
+        object is free (no live process is uploading them)."""
+        assert self.remote is not None
+        for key in self.keys():
+            if self.exists(key):
+                continue
+            if key == own_key:
+                self.remote.child(key).remove()
+                continue
+            lock = try_lock_object(self.remote.child(f"{LOCK_PREFIX}{key}"))
+            if lock is not None:
+                self.remote.child(key).remove()
+                lock.release()
+
     def publish(
         self, folder: Path, key: str, tensors: dict[str, Any], meta: dict[str, Any], replace: bool = False
     ) -> Path:
@@ -142,6 +207,8 @@ class ArtifactStore:
         (folder / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
         manifest = {name: file_sha256(folder / name) for name in (WEIGHTS, META)}
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        if self.remote is not None:
+            self._upload(folder, key, replace)
         target = self.path(key)
         if target.exists() and replace:
             retired = self.root / f"{RETIRED_PREFIX}{key}-{uuid.uuid4().hex[:8]}"
@@ -150,17 +217,31 @@ class ArtifactStore:
         try:
             os.rename(folder, target)
         except OSError:
-            if not self.exists(key):
+            if not target.is_dir():
                 raise
         return target
+
+    def _upload(self, folder: Path, key: str, replace: bool) -> None:
+        """Upload the artifact's files with its manifest last (the commit marker, see the module doc)."""
+        assert self.remote is not None
+        slot = self.remote.child(key)
+        if self.exists(key):
+            if not replace:
+                return  # another process published the same training first: keep its artifact
+            slot.child(MANIFEST).remove()  # unpublish first: the new files never pair with the old manifest
+        for name in (WEIGHTS, META, MANIFEST):
+            slot.child(name).upload(folder / name)
+        shutil.rmtree(self.path(key), ignore_errors=True)  # the cached copy of what was replaced
 
     # ------------------------------------------------------------------ reading
 
     def verify(self, key: str) -> Path:
         """The artifact folder, after checking every file against the manifest."""
+        if self.remote is not None:
+            self._download(key)
         folder = self.path(key)
         if not folder.is_dir():
-            raise ArtifactError(f"no dynamics model '{key}' in {self.root} (see `mbrl dynamics list`)")
+            raise ArtifactError(f"no dynamics model '{key}' in {self.where} (see `mbrl dynamics list`)")
         try:
             manifest = json.loads((folder / MANIFEST).read_text())
         except (OSError, ValueError) as error:
@@ -175,6 +256,31 @@ class ArtifactStore:
                     "recorded hash; delete it or retrain with --retrain"
                 )
         return folder
+
+    def _download(self, key: str) -> None:
+        """Bring the published artifact ``key`` into the local cache (unless the cache holds its manifest)."""
+        assert self.remote is not None
+        slot = self.remote.child(key)
+        try:
+            manifest = slot.child(MANIFEST).read_bytes()
+        except FileNotFoundError as error:
+            state = "is not published (no manifest: its upload was interrupted; training it again replaces it)"
+            raise ArtifactError(
+                f"dynamics model {key} in {self.where} {state if slot.names() else 'does not exist'}"
+            ) from error
+        cached = self.path(key)
+        if (cached / MANIFEST).is_file() and (cached / MANIFEST).read_bytes() == manifest:
+            return  # verify() still checks every cached file against it
+        self.root.mkdir(parents=True, exist_ok=True)
+        incoming = Path(tempfile.mkdtemp(prefix=DOWNLOAD_PREFIX, dir=self.root))
+        try:
+            for name in (WEIGHTS, META):
+                (incoming / name).write_bytes(slot.child(name).read_bytes())
+            (incoming / MANIFEST).write_bytes(manifest)
+            shutil.rmtree(cached, ignore_errors=True)
+            os.rename(incoming, cached)
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
 
     def read_meta(self, key: str) -> dict[str, Any]:
         return json.loads((self.verify(key) / META).read_text())

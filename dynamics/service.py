@@ -97,7 +97,7 @@ class DynamicsService:
         artifacts = ArtifactStore(store)
         key = artifact_key(data.fingerprint, config.to_dict())
         if artifacts.exists(key) and not retrain:
-            service = cls.load(key, store=artifacts.root, device=data.device)
+            service = cls.load(key, store=artifacts.where, device=data.device)
             service.check_compatible(data)
             service.was_cached = True
             return service

@@ -38,8 +38,12 @@ def save_torch(obj: Any, path: Path) -> None:
     _replace_atomically(path, lambda stream: torch.save(obj, stream))
 
 
+def save_bytes(data: bytes, path: Path) -> None:
+    _replace_atomically(path, lambda stream: stream.write(data))
+
+
 def save_text(text: str, path: Path) -> None:
-    _replace_atomically(path, lambda stream: stream.write(text.encode()))
+    save_bytes(text.encode(), path)
 
 
 def save_json(obj: Any, path: Path) -> None:

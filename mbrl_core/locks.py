@@ -6,6 +6,14 @@ The holder writes who it is (pid, host, start time) into the file so that a
 refused second writer can say whom it waits for, and deletes the file when it
 releases the lock (a killed holder leaves it behind: it means nothing without
 the lock held on it, and the next writer takes it over).
+
+On an object store (a :class:`~mbrl_core.storage.Location` that is not local)
+there is no ``flock``: the lock is an object created with a conditional PUT
+(``If-None-Match: *``), so of two writers exactly one creates it; it names its
+holder and is deleted on release. Nothing releases it when its holder is killed:
+a lock left by a process of this host that no longer runs is taken over; one
+from another host is refused naming it, and the message says which object to
+delete once that process is known to be gone.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from mbrl_core.errors import ConfigError
+from mbrl_core.storage import Location
 
 
 class LockHeld(ConfigError):
@@ -54,10 +63,58 @@ def try_lock(path: Path) -> Lock | None:
         handle.close()  # the holder deleted this file while releasing: lock the current one instead
     handle.seek(0)
     handle.truncate()
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    handle.write(json.dumps(holder))
+    handle.write(json.dumps(_this_holder()))
     handle.flush()
     return Lock(path, handle)
+
+
+def _this_holder() -> dict[str, object]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+class ObjectLock:
+    """A held lock object on an object store: :meth:`release` deletes it."""
+
+    def __init__(self, location: Location) -> None:
+        self.location = location
+
+    def release(self) -> None:
+        self.location.remove()
+
+
+def try_lock_object(location: Location) -> ObjectLock | None:
+    """The lock object at ``location`` (created by a conditional PUT), or None when a live holder has it."""
+    record = json.dumps(_this_holder()).encode()
+    if location.put_new(record):
+        return ObjectLock(location)
+    if _left_by_ended_process(location):
+        location.remove()
+        if location.put_new(record):
+            return ObjectLock(location)
+    return None
+
+
+def _left_by_ended_process(location: Location) -> bool:
+    """Whether the lock object names a process of this host that no longer runs (it was killed)."""
+    holder = _read_holder(location)
+    if holder is None or holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, TypeError, ValueError):
+        return False
+    return False
+
+
+def _read_holder(target: Path | Location) -> dict | None:
+    try:
+        text = target.read_text()
+        holder = json.loads(text)
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
 
 
 def _same_file(handle: IO[str], path: Path) -> bool:
@@ -67,31 +124,45 @@ def _same_file(handle: IO[str], path: Path) -> bool:
         return False
 
 
-def describe_holder(path: Path) -> str:
-    """Who holds the lock at ``path``, as recorded by it ("another process" while it is still writing that)."""
+def describe_holder(target: Path | Location) -> str:
+    """Who holds the lock at ``target``, as recorded by it ("another process" while it is still writing that)."""
+    holder = _read_holder(target) or {}
     try:
-        holder = json.loads(path.read_text())
         return f"process {holder['pid']} on {holder['host']}, since {holder['since']}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except KeyError:
         return "another process"
 
 
-def refuse_if_locked(path: Path, what: str) -> None:
-    """Refuse at once when another process holds the lock at ``path`` (without keeping it)."""
-    if not path.exists():
+def _take(target: Path | Location) -> Lock | ObjectLock | None:
+    if isinstance(target, Location):
+        return try_lock(target.local_path) if target.is_local else try_lock_object(target)
+    return try_lock(target)
+
+
+def _refusal(target: Path | Location, what: str) -> LockHeld:
+    message = f"{what} is being written by {describe_holder(target)}; wait for it to finish or stop it first"
+    if isinstance(target, Location) and not target.is_local:
+        message += f" (if that process is gone, delete the lock object {target.url})"
+    return LockHeld(message)
+
+
+def refuse_if_locked(target: Path | Location, what: str) -> None:
+    """Refuse at once when another process holds the lock at ``target`` (without keeping it)."""
+    if not target.exists():
         return
-    lock = try_lock(path)
+    lock = _take(target)
     if lock is None:
-        raise LockHeld(f"{what} is being written by {describe_holder(path)}; wait for it to finish or stop it first")
+        raise _refusal(target, what)
     lock.release()
 
 
 @contextlib.contextmanager
-def exclusive(path: Path, what: str) -> Iterator[None]:
-    """Hold the lock at ``path`` for the block, or refuse at once naming the holder of ``what``."""
-    lock = try_lock(path)
+def exclusive(target: Path | Location, what: str) -> Iterator[None]:
+    """Hold the lock at ``target`` (a local path, or a lock object on a store) for the block, or refuse at once
+    naming the holder of ``what``."""
+    lock = _take(target)
     if lock is None:
-        raise LockHeld(f"{what} is being written by {describe_holder(path)}; wait for it to finish or stop it first")
+        raise _refusal(target, what)
     try:
         yield
     finally:

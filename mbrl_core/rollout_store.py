@@ -23,6 +23,10 @@ Crash safety: a generation is appended by growing and writing every array,
 and only then rewriting the attributes (one atomic object write). Rows past
 ``committed_rows`` belong to an interrupted append: readers ignore them and
 the next writer cuts them off, so a killed process leaves whole generations.
+On an object store (``s3://...``, through zarr's ``FsspecStore``) the same
+order holds with no rename needed: every chunk and array ``zarr.json`` is one
+PUT, and the group's ``zarr.json`` holding the commit record is PUT last, whole
+or not at all, so it is the commit marker.
 
 Damage is refused, never read as data: every generation read back (for replay
 or on resume) is checked against the checksum recorded at its commit, so a
@@ -110,6 +114,7 @@ def _refuse_existing_data(url: str | Path, storage_options: dict | None) -> None
     import fsspec
 
     filesystem, path = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
+    filesystem.invalidate_cache(path)  # listings cached earlier in this process may be stale
     if not filesystem.exists(path):
         return
     data_files = [name for name in filesystem.find(path) if not str(name).endswith("zarr.json")]

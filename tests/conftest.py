@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -57,3 +58,50 @@ def tiny_model(small_data, dynamics_store):
     from dynamics.service import DynamicsService
 
     return DynamicsService.fit(small_data, TINY_DYNAMICS, store=dynamics_store, progress=False)
+
+
+# ---------------------------------------------------------------- an S3-compatible server on loopback
+
+S3_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,  # no profile of the machine's user is read
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "NO_PROXY": "127.0.0.1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 server (moto's server mode) on 127.0.0.1 for the whole session; every client (s3fs in this
+    process and in the CLI subprocesses) reaches it through AWS_ENDPOINT_URL and fake credentials."""
+    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request in failure reports
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {name: os.environ.get(name) for name in [*S3_ENVIRONMENT, "AWS_ENDPOINT_URL", "AWS_PROFILE"]}
+    os.environ.update(S3_ENVIRONMENT | {"AWS_ENDPOINT_URL": endpoint})
+    os.environ.pop("AWS_PROFILE", None)
+    yield endpoint
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint) -> str:
+    """A fresh empty bucket, as an ``s3://`` URL."""
+    import uuid
+
+    import s3fs
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(endpoint_url=s3_endpoint).mkdir(name)
+    return f"s3://{name}"

@@ -2,7 +2,8 @@
 
 The lead's ``train_run`` calls :func:`prepare_model_based_run` by import string.
 The dynamics model comes from the artifact store (trained there first if it is
-missing); rollouts go to ``<run>/rollouts.zarr``.
+missing); rollouts go to ``<run>/rollouts.zarr`` (for a run on a URL, straight to
+``<run URL>/rollouts.zarr``: ``rollouts_store``).
 
 ``--rollouts <store>`` replays an earlier store: refresh ``g`` of this run
 loads generation ``g`` of that store into the buffer instead of generating
@@ -51,6 +52,7 @@ def prepare_model_based_run(
     rollouts_path: str | None = None,
     dynamics_store: str | None = None,
     retrain_dynamics: bool = False,
+    rollouts_store: str | None = None,
 ) -> ModelBasedSetup:
     """Load (or train) the dynamics model and build the mixed sampler for ``algo``'s resolved ``config``."""
     rollouts = build_config(RolloutConfig, config.get("rollouts"), f"{algo}.rollouts")
@@ -71,7 +73,7 @@ def prepare_model_based_run(
         "seed": seed,
         "halt_threshold": None if halting is None else halting.threshold,
     }
-    store = run_store(Path(run_dir) / ROLLOUTS_FOLDER, data, rollouts, provenance)
+    store = run_store(rollouts_store or Path(run_dir) / ROLLOUTS_FOLDER, data, rollouts, provenance)
     replay = open_replay(rollouts_path, data, service) if rollouts_path else None
     sampler = MixedSampler(
         RealSampler(data, batch_size=int(config["trainer"]["batch_size"]), seed=seed),
@@ -108,7 +110,9 @@ def halting_rule(algo: str, learner_config: Any, service: DynamicsService) -> Ha
     return Halting(learner_config.uncertainty_feature, learner_config.halt_threshold(float(stats["max"])))
 
 
-def run_store(url: Path, data: TransitionData, rollouts: RolloutConfig, provenance: dict[str, Any]) -> RolloutStore:
+def run_store(
+    url: str | Path, data: TransitionData, rollouts: RolloutConfig, provenance: dict[str, Any]
+) -> RolloutStore:
     """The run's own store: reopened on resume (the sampler cuts it back to the checkpoint), else created."""
     if RolloutStore.exists(url):
         store = RolloutStore.open(url, mode="a")

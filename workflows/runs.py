@@ -6,6 +6,10 @@ events under ``tensorboard/``, ``checkpoints/last.pt`` and, once finished,
 ``eval.json``. While a process trains it, the folder holds ``.lock`` (an
 ``fcntl.flock``, see :mod:`mbrl_core.locks`): nothing in a run folder is ever
 written by two processes, and nothing finished is ever started over.
+
+``--runs-dir`` may also be a URL (``s3://bucket/runs``, any fsspec filesystem):
+the run then trains in a local working copy that is uploaded at every
+checkpoint and at the end, with ``eval.json`` last (see :mod:`workflows.remote_runs`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import csv
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+import yaml
 
 from dynamics.config import dynamics_per_dataset
 from dynamics.rollouts import RolloutConfig
@@ -36,9 +42,11 @@ from mbrl_core.locks import exclusive, refuse_if_locked
 from mbrl_core.normalization import Normalizer
 from mbrl_core.sampler import RealSampler
 from mbrl_core.seeding import seed_everything
+from mbrl_core.storage import Location, is_url, locate
 from mbrl_core.trainer import OfflineTrainer, TrainerConfig
 from policies.registry import get_learner
-from workflows.model_based import prepare_model_based_run
+from workflows.model_based import ROLLOUTS_FOLDER, prepare_model_based_run
+from workflows.remote_runs import RemoteRun
 
 
 def default_run_name(algo: str, dataset_id: str, seed: int) -> str:
@@ -120,8 +128,59 @@ def train_run(
     starts). Without it, an existing run folder is refused: nothing is ever overwritten.
     The run folder is locked while it trains: a second process writing it is refused.
     """
+    name = run_name or default_run_name(algo, dataset_id, seed)
+    train: dict[str, Any] = dict(
+        algo=algo,
+        dataset_id=dataset_id,
+        steps=steps,
+        seed=seed,
+        overrides=overrides,
+        resume=resume,
+        device=device,
+        dynamics_store=dynamics_store,
+        rollouts=rollouts,
+        progress=progress,
+    )
+    if is_url(str(runs_dir)):
+        return _train_remote(RemoteRun(locate(str(runs_dir)).child(name)), train)
+    return _train_in_folder(runs_root(runs_dir) / name, **train)
+
+
+def _train_remote(remote: RemoteRun, train: dict[str, Any]) -> Path:
+    """Train a run whose folder is on a URL in its local working copy, uploading it (see ``remote_runs``)."""
+    with exclusive(remote.lock, f"run folder {remote.url}"):
+        check_run_contents(remote.url, remote.entries(), remote.folder, train["algo"], train["resume"])
+        remote.prepare_working_copy(train["resume"])
+        if train["resume"] and is_finished(remote.folder):
+            remote.fetch("eval.json")  # the working copy may predate the end of the run
+            return remote.work_dir
+        run_dir = _train_in_folder(
+            remote.work_dir,
+            **train,
+            after_checkpoint=remote.upload,
+            rollouts_store=remote.folder.child(ROLLOUTS_FOLDER).url,
+        )
+        remote.upload(finished=True)
+        return run_dir
+
+
+def _train_in_folder(
+    run_dir: Path,
+    *,
+    algo: str,
+    dataset_id: str,
+    steps: int | None,
+    seed: int,
+    overrides: dict[str, Any] | None,
+    resume: bool,
+    device: str,
+    dynamics_store: str | None,
+    rollouts: str | None,
+    progress: bool,
+    after_checkpoint: Callable[[], None] | None = None,
+    rollouts_store: str | None = None,
+) -> Path:
     entry = get_learner(algo)
-    run_dir = runs_root(runs_dir) / (run_name or default_run_name(algo, dataset_id, seed))
     refuse_if_locked(run_dir / LOCK_FILE, f"run folder {run_dir}")  # a live run: name its process first
     check_run_folder(run_dir, algo, resume)  # before the lock: a refused call touches nothing
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +204,8 @@ def train_run(
                 dynamics_store,
                 rollouts,
                 progress,
+                after_checkpoint,
+                rollouts_store,
             )
     finally:
         with contextlib.suppress(OSError):  # a run refused before writing anything leaves no empty folder
@@ -153,7 +214,20 @@ def train_run(
 
 
 def _train_locked(
-    algo, entry, dataset_id, run_dir, steps, seed, overrides, resume, device, dynamics_store, rollouts, progress
+    algo,
+    entry,
+    dataset_id,
+    run_dir,
+    steps,
+    seed,
+    overrides,
+    resume,
+    device,
+    dynamics_store,
+    rollouts,
+    progress,
+    after_checkpoint,
+    rollouts_store,
 ) -> Path:
     resuming = resume and (run_dir / "config.yaml").exists()
     config = _run_config(algo, dataset_id, steps, seed, device, overrides, run_dir, resuming)
@@ -170,13 +244,21 @@ def _train_locked(
 
     context = LearnerContext.from_data(data, trainer_config.steps, target)
     sampler, dynamics_info = _make_sampler(
-        algo, entry, data, config, trainer_config, run_dir, target, rollouts, dynamics_store, context
+        algo, entry, data, config, trainer_config, run_dir, target, rollouts, dynamics_store, context, rollouts_store
     )
     save_torch(context_state(context), run_dir / "context.pt")
     learner = entry.learner_cls(learner_config, context)
 
     evaluator = Evaluator(data.info, trainer_config.eval_episodes, seed=10_000 + trainer_config.seed, device=target)
-    trainer = OfflineTrainer(learner, sampler, trainer_config, evaluate=evaluator, run_dir=run_dir, progress=progress)
+    trainer = UploadingTrainer(
+        learner,
+        sampler,
+        trainer_config,
+        evaluate=evaluator,
+        run_dir=run_dir,
+        progress=progress,
+        after_checkpoint=after_checkpoint,
+    )
     if resuming:
         trainer.load_checkpoint()  # a run stopped before its first checkpoint starts from step 0
     trainer.loggers = make_loggers(run_dir, resume_step=trainer.state.step if resuming else None)
@@ -187,6 +269,19 @@ def _train_locked(
         evaluator.close()
     save_json(_eval_record(algo, data, trainer_config, state, entry.model_based, dynamics_info), run_dir / "eval.json")
     return run_dir
+
+
+class UploadingTrainer(OfflineTrainer):
+    """The trainer, calling ``after_checkpoint`` once each checkpoint is saved (a run on a URL uploads then)."""
+
+    def __init__(self, *args: Any, after_checkpoint: Callable[[], None] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.after_checkpoint = after_checkpoint
+
+    def save_checkpoint(self) -> None:
+        super().save_checkpoint()
+        if self.after_checkpoint is not None:
+            self.after_checkpoint()
 
 
 # ---------------------------------------------------------------- what may be written where
@@ -212,27 +307,42 @@ def run_folder_entries(run_dir: Path) -> list[str]:
 
 def check_run_folder(run_dir: Path, algo: str, resume: bool) -> None:
     """Refuse to start over an existing run, and to resume a run with another algorithm."""
-    entries = run_folder_entries(run_dir)
+    check_run_contents(str(run_dir), run_folder_entries(run_dir), run_dir, algo, resume)
+
+
+def check_run_contents(where: str, entries: list[str], folder: Path | Location, algo: str, resume: bool) -> None:
+    """:func:`check_run_folder` for the run ``folder`` (a path or a place on a store, shown as ``where``)
+    holding ``entries``."""
+    config_file = folder / "config.yaml" if isinstance(folder, Path) else folder.child("config.yaml")
     if not resume:
         if not entries:
             return
-        if is_finished(run_dir):
-            raise ConfigError(f"{run_dir} already holds a finished run; nothing is overwritten: pick a fresh --name")
-        if (run_dir / "config.yaml").exists():
+        if is_finished(folder):
+            raise ConfigError(f"{where} already holds a finished run; nothing is overwritten: pick a fresh --name")
+        if "config.yaml" in entries:
             raise ConfigError(
-                f"{run_dir} already holds an unfinished run; add --resume to continue it, or pick a fresh --name"
+                f"{where} already holds an unfinished run; add --resume to continue it, or pick a fresh --name"
             )
         raise ConfigError(
-            f"{run_dir} already exists and holds {', '.join(entries[:3])}; nothing is overwritten: pick a fresh --name"
+            f"{where} already exists and holds {', '.join(entries[:3])}; nothing is overwritten: pick a fresh --name"
         )
-    if not (run_dir / "config.yaml").exists():
+    if "config.yaml" not in entries:
         return  # nothing was recorded yet: the run starts
-    recorded = read_yaml(run_dir / "config.yaml")
-    recorded_algo = recorded.get("algo")
+    recorded_algo = _read_config(config_file).get("algo")
     if not recorded_algo:
-        raise ConfigError(f"{run_dir / 'config.yaml'} records no algo: it is not a run's config")
+        raise ConfigError(f"{config_file} records no algo: it is not a run's config")
     if recorded_algo != algo:
-        raise ConfigError(f"{run_dir} is a {recorded_algo} run; resume it with --algo {recorded_algo}, not {algo}")
+        raise ConfigError(f"{where} is a {recorded_algo} run; resume it with --algo {recorded_algo}, not {algo}")
+
+
+def _read_config(config_file: Path | Location) -> dict[str, Any]:
+    if isinstance(config_file, Path):
+        return read_yaml(config_file)
+    try:
+        recorded = yaml.safe_load(config_file.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{config_file} is not valid YAML: {str(error).splitlines()[0]}") from error
+    return recorded if isinstance(recorded, dict) else {}
 
 
 def _run_config(algo, dataset_id, steps, seed, device, overrides, run_dir: Path, resuming: bool) -> dict[str, Any]:
@@ -268,13 +378,23 @@ def _check_same_dataset(config: dict, data: TransitionData, run_dir: Path, resum
         )
 
 
-def _make_sampler(algo, entry, data, config, trainer_config, run_dir, device, rollouts, dynamics_store, context):
+def _make_sampler(
+    algo, entry, data, config, trainer_config, run_dir, device, rollouts, dynamics_store, context, rollouts_store
+):
     if not entry.model_based:
         if rollouts:
             raise ConfigError(f"--rollouts is for model-based algorithms; '{algo}' trains on the real dataset only")
         return RealSampler(data, trainer_config.batch_size, seed=trainer_config.seed), None
     setup = prepare_model_based_run(
-        algo, data, config, run_dir, device, trainer_config.seed, rollouts_path=rollouts, dynamics_store=dynamics_store
+        algo,
+        data,
+        config,
+        run_dir,
+        device,
+        trainer_config.seed,
+        rollouts_path=rollouts,
+        dynamics_store=dynamics_store,
+        rollouts_store=rollouts_store,
     )
     context.extras.update(setup.context_extras)
     return setup.sampler, setup.dynamics_info
@@ -346,8 +466,10 @@ def _eval_record(algo, data, trainer_config, state, model_based: bool, dynamics_
 # ---------------------------------------------------------------- reading runs back
 
 
-def read_eval(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "eval.json"
+def read_eval(run_dir: str | Path | Location) -> dict[str, Any]:
+    """A run's eval.json (the folder may be a path, a URL or a place on a store)."""
+    folder = run_dir if isinstance(run_dir, Location) else locate(run_dir)
+    path = folder.child("eval.json")
     if not path.exists():
         raise ArtifactError(
             f"{run_dir} has no eval.json: the run has not finished (resume it with `mbrl train ... --resume`)"
@@ -363,7 +485,7 @@ def read_eval(run_dir: str | Path) -> dict[str, Any]:
     return record
 
 
-def is_finished(run_dir: str | Path) -> bool:
+def is_finished(run_dir: str | Path | Location) -> bool:
     """Whether the run wrote a complete eval.json (a damaged one counts as not finished: resuming rewrites it)."""
     try:
         return bool(read_eval(run_dir).get("finished", False))

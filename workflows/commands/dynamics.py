@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--store",
             default=None,
-            help="artifact folder (default: MBRL_DYNAMICS_STORE, else ~/.cache/mbrl-offline-suite/dynamics)",
+            help="artifact folder or URL such as s3://bucket/dynamics "
+            "(default: MBRL_DYNAMICS_STORE, else ~/.cache/mbrl-offline-suite/dynamics)",
         )
     serve = subparsers.add_parser("serve", help=dynamics_serve.HELP, description=dynamics_serve.HELP)
     dynamics_serve.add_arguments(serve)
@@ -114,11 +115,11 @@ def run_train(args: argparse.Namespace) -> int:
     )
     if not launched_as_rank_zero():
         return 0  # rank zero publishes the artifact and reports
-    metrics = service.metrics
+    metrics, where = service.metrics, service.store.describe(service.key)
     if service.was_cached:
-        print(f"already trained: {service.key} ({service.path}); use --retrain to train again")
+        print(f"already trained: {service.key} ({where}); use --retrain to train again")
     else:
-        print(f"trained: {service.key} in {metrics['train_seconds']:.1f}s, {metrics['epochs']} epochs ({service.path})")
+        print(f"trained: {service.key} in {metrics['train_seconds']:.1f}s, {metrics['epochs']} epochs ({where})")
     print(
         f"holdout MSE (elites) {metrics['holdout_mse_elites']:.4g}, NLL "
         f"{metrics['holdout_nll_elites']:.4g}, elites {service.elites}"
@@ -133,7 +134,8 @@ def run_list(args: argparse.Namespace) -> int:
         try:
             meta = store.read_meta(key)
         except ArtifactError:
-            rows.append((key, "(corrupted)", "", "", "", "", ""))
+            state = "(corrupted)" if store.exists(key) else "(not published: its upload was interrupted)"
+            rows.append((key, state, "", "", "", "", ""))
             continue
         metrics = meta["metrics"]
         rows.append(
@@ -148,7 +150,7 @@ def run_list(args: argparse.Namespace) -> int:
             )
         )
     if len(rows) == 1:
-        print(f"no dynamics models in {store.root} (train one with `mbrl dynamics train --dataset <id>`)")
+        print(f"no dynamics models in {store.where} (train one with `mbrl dynamics train --dataset <id>`)")
         return 0
     print(_table(rows))
     return 0
@@ -159,7 +161,7 @@ def run_show(args: argparse.Namespace) -> int:
     key = store.resolve(args.key)
     meta = store.read_meta(key)
     metrics, stats = meta["metrics"], meta["disagreement_stats"]
-    print(f"model {key}  ({store.path(key)})")
+    print(f"model {key}  ({store.describe(key)})")
     print(
         f"dataset {meta['dataset']['id']} (env {meta['dataset']['env_id']}, "
         f"{meta['dataset']['transitions']} transitions, fingerprint {meta['dataset']['fingerprint']})"

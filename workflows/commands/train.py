@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mbrl_core.config import parse_overrides
 from mbrl_core.errors import ConfigError
+from mbrl_core.storage import is_url, locate
 from mbrl_core.trainer import PRECISIONS
+from workflows.remote_runs import working_copy
 from workflows.runs import is_finished, read_eval, runs_root, train_run
 
 HELP = "train one learner (model-free or model-based) on a Minari dataset"
@@ -30,14 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "rollouts.horizon=1; repeatable"
         ),
     )
-    parser.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    parser.add_argument(
+        "--runs-dir",
+        default="runs",
+        help="where run folders go: a folder or a URL such as s3://bucket/runs (default: runs)",
+    )
     parser.add_argument("--name", default=None, help="run folder name (default: <algo>-<dataset>-s<seed>-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run --name from its last checkpoint")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     parser.add_argument(
         "--dynamics-store",
         default=None,
-        help="dynamics artifact folder (default: MBRL_DYNAMICS_STORE or the user cache)",
+        help="dynamics artifact folder or URL such as s3://bucket/dynamics "
+        "(default: MBRL_DYNAMICS_STORE or the user cache)",
     )
     parser.add_argument(
         "--rollouts", default=None, help="model-based: an existing rollouts.zarr to reuse (e.g. with another penalty)"
@@ -84,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         if final.get("normalized_score") is not None
         else " (no reference scores in the dataset)"
     )
-    print(f"run: {run_dir}\nfinal return {final['return_mean']:.1f} ± {final['return_std']:.1f}{score}")
+    where = f"{args.runs_dir.rstrip('/')}/{run_dir.name} (working copy {run_dir})" if is_url(args.runs_dir) else run_dir
+    print(f"run: {where}\nfinal return {final['return_mean']:.1f} ± {final['return_std']:.1f}{score}")
     return 0
 
 
@@ -92,10 +101,16 @@ def _check_resumable(args: argparse.Namespace) -> bool:
     """Refuse ``--resume`` of a run that was never started; True when it has already finished."""
     if not args.name:
         raise ConfigError("--resume needs --name <run folder name> to know which run to continue")
-    run_dir = runs_root(args.runs_dir) / args.name
-    if not (run_dir / "config.yaml").exists():
+    if is_url(args.runs_dir):
+        remote = locate(args.runs_dir).child(args.name)
+        where: str | Path = remote.url
+        started = remote.child("config.yaml").exists() or (working_copy(remote.url) / "config.yaml").exists()
+    else:
+        run_dir = runs_root(args.runs_dir) / args.name
+        where, started = run_dir, (run_dir / "config.yaml").exists()
+    if not started:
         raise ConfigError(
-            f"no run to resume at {run_dir} (no config.yaml there); check --name and --runs-dir, "
+            f"no run to resume at {where} (no config.yaml there); check --name and --runs-dir, "
             "or drop --resume to start a new run"
         )
-    return is_finished(run_dir)
+    return is_finished(where)
