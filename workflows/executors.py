@@ -15,6 +15,7 @@ records results the same way whichever ran them. They differ in who queues:
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -70,10 +71,8 @@ def check_executor_options(kind: str, address: str | None, cpus_per_run: int | N
         return
     if cpus_per_run is not None and cpus_per_run < 1:
         raise ConfigError(f"--cpus-per-run must be at least 1 (got {cpus_per_run})")
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise ConfigError('--executor ray needs Ray: pip install -e ".[ray]"') from None
+    if importlib.util.find_spec("ray") is None:  # found, not imported: importing it is the executor's business
+        raise ConfigError('--executor ray needs Ray: pip install -e ".[ray]"')
 
 
 # ---------------------------------------------------------------- the local process pool

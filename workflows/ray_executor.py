@@ -9,6 +9,10 @@ shared, as with the local pool. Without an address a local Ray starts on
 loopback with this machine's CPUs and no dashboard; with one (``auto``,
 ``ray://host:10001``) the grid joins that cluster, whose nodes must see the
 compare folder, the datasets and the dynamics store at the same paths.
+
+``ray`` is imported inside the functions that need it: a Ray worker running a
+task needs only this module, and the local start must set Ray's loopback
+switch before Ray is first imported.
 """
 
 from __future__ import annotations
@@ -19,9 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-import ray
 import torch
-from ray.util.queue import Queue
 
 from mbrl_core.errors import ConfigError
 from workflows.executors import set_progress_events
@@ -29,6 +31,8 @@ from workflows.grid_progress import STARTED_EVENT
 
 # Where the runs find their data: sent along to a cluster joined by address (a local Ray inherits them).
 FORWARDED_VARIABLES = ("MINARI_DATASETS_PATH", "MBRL_DYNAMICS_STORE", "HF_HUB_OFFLINE")
+# Read by Ray when imported: "0" makes this machine's Ray node 127.0.0.1, so every Ray process listens on loopback.
+LOOPBACK_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def run_task(name: str, fn: Callable[..., Any], args: tuple, threads: int, events: Any, *needs: Any) -> Any:
@@ -46,9 +50,10 @@ class RayExecutor:
     capacity: int | None = None
 
     def __init__(self, address: str | None, cpus_per_run: int, device: str, progress: bool) -> None:
-        self.started_ray = not ray.is_initialized()
-        if self.started_ray:
-            connect(address)
+        self.started_ray = connect(address)
+        import ray
+        from ray.util.queue import Queue
+
         resources = ray.cluster_resources()
         self.cpus = cpus_per_run
         self.gpus = 1 if device.startswith("cuda") or (device == "auto" and resources.get("GPU", 0) > 0) else 0
@@ -72,6 +77,8 @@ class RayExecutor:
 
     def shutdown(self) -> None:
         """Cancel what is still queued or running (an interrupted run resumes from its checkpoint next time)."""
+        import ray
+
         for future, ref in self.refs.items():
             if not future.done():
                 ray.cancel(ref)
@@ -81,17 +88,20 @@ class RayExecutor:
             ray.shutdown()
 
 
-def connect(address: str | None) -> None:
-    """Start a local Ray (loopback only), or join the cluster at ``address``; workers' output stays in their logs."""
+def connect(address: str | None) -> bool:
+    """Start a local Ray on loopback, or join the cluster at ``address``, unless this process is connected already.
+
+    Returns whether it connected (and so should disconnect at the end). Workers' output stays in their logs.
+    """
     if address is None:
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
-        return
+        os.environ.setdefault(LOOPBACK_ONLY_VARIABLE, "0")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address is None:
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        return True
     forwarded = {name: os.environ[name] for name in FORWARDED_VARIABLES if name in os.environ}
     try:
         ray.init(
@@ -102,6 +112,7 @@ def connect(address: str | None) -> None:
         )
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ConfigError(f"cannot join the Ray cluster at {address}: {str(error).splitlines()[0]}") from error
+    return True
 
 
 def settle(future: Future, done: Future) -> None:
