@@ -284,10 +284,16 @@ def run_compare(
         )
         if outcome.skipped:
             display.message(f"{len(outcome.skipped)} of {len(tasks)} runs already finished in {folder}: skipped")
-        GridSchedule(pool, spec, outcome, pool.task_device(device), dynamics_store, display, total=len(tasks)).run(todo)
+        store = absolute(dynamics_store)  # the record keeps it as given
+        GridSchedule(pool, spec, outcome, pool.task_device(device), store, display, total=len(tasks)).run(todo)
     finally:
         pool.shutdown()
     return outcome
+
+
+def absolute(location: str | None) -> str | None:
+    """A local path made absolute, so that a worker started in another folder finds it; a URL stays as it is."""
+    return location if location is None or "://" in location else str(Path(location).absolute())
 
 
 @dataclass
