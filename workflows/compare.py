@@ -8,32 +8,25 @@ Finished runs are skipped and interrupted ones resume from their checkpoint.
 Model-based runs of a dataset share one dynamics model. It is pretrained once
 per (dataset, dynamics config) before those runs start, through the artifact
 store, so later compares on the same data reuse it too; model-free runs start
-meanwhile. ``workers`` processes train at once, each limited to
-``cores // workers`` torch threads so that together they do not oversubscribe
-the machine. A live display (:mod:`workflows.grid_progress`) follows the
-whole grid; each run's own output goes to its folder's ``train.log``.
+meanwhile. The work runs on an executor (:mod:`workflows.executors`): the
+local pool of ``workers`` processes, each limited to ``cores // workers``
+torch threads so that together they do not oversubscribe the machine, or Ray
+(``executor="ray"``), locally or on a cluster. Either way the folder, its run
+folders and the report are the same. A live display
+(:mod:`workflows.grid_progress`) follows the whole grid; each run's own output
+goes to its folder's ``train.log``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
-import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import (
-    FIRST_COMPLETED,
-    Executor,
-    Future,
-    ProcessPoolExecutor,
-    wait,
-)
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from dynamics.service import DynamicsService
 from mbrl_core.atomic import save_json
@@ -43,6 +36,7 @@ from mbrl_core.device import select_device
 from mbrl_core.errors import ConfigError
 from mbrl_core.trainer import TrainerConfig
 from policies.registry import get_learner
+from workflows.executors import GridExecutor, check_executor_options, current_progress_events, make_grid_executor
 from workflows.grid_progress import EpochReporter, GridProgress
 from workflows.report import score_of, write_report
 from workflows.runs import is_finished, read_eval, train_run
@@ -123,14 +117,6 @@ def compare_folder(runs_dir: str | Path, name: str) -> Path:
     return Path(runs_dir) / f"compare-{name}"
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def threads_per_worker(workers: int) -> int:
-    return max(1, usable_cores() // workers)
-
-
 # ---------------------------------------------------------------- planning
 
 
@@ -205,21 +191,7 @@ def prepare_folder(spec: CompareSpec, runs_dir: str | Path, dynamics_store: str 
     return folder
 
 
-# ---------------------------------------------------------------- work done in worker processes
-
-
-# The queue dynamics epochs are reported on, in whichever process trains (set per worker process).
-progress_events: Any = None
-
-
-def init_worker(threads: int, events: Any) -> None:
-    torch.set_num_threads(threads)
-    set_progress_events(events)
-
-
-def set_progress_events(events: Any) -> None:
-    global progress_events
-    progress_events = events
+# ---------------------------------------------------------------- work done by the executor
 
 
 def train_task(
@@ -257,7 +229,8 @@ def stdout_to(path: Path) -> Iterator[None]:
 
 
 def pretrain_task(task: DynamicsTask, device: str, dynamics_store: str | None) -> dict[str, Any]:
-    reporters = [EpochReporter(progress_events, task.name)] if progress_events is not None else []
+    events = current_progress_events()
+    reporters = [EpochReporter(events, task.name)] if events is not None else []
     service = DynamicsService.fit(
         load_dataset(task.dataset_id, device=select_device(device)),
         config=task.config,
@@ -272,36 +245,6 @@ def pretrain_task(task: DynamicsTask, device: str, dynamics_store: str | None) -
     }
 
 
-class InlineExecutor(Executor):
-    """Runs each task at submission, in this process: ``workers=1`` keeps tracebacks plain."""
-
-    def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as error:
-            future.set_exception(error)
-        return future
-
-
-def make_executor(workers: int, events: Any = None) -> Executor:
-    """``events``: the queue the display reads dynamics epochs from (made by :func:`progress_queue`)."""
-    if workers <= 1:
-        set_progress_events(events)
-        return InlineExecutor()
-    return ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=init_worker,
-        initargs=(threads_per_worker(workers), events),
-    )
-
-
-def progress_queue() -> Any:
-    """A queue the spawned workers inherit at start-up (a plain one cannot be pickled into a submitted task)."""
-    return multiprocessing.get_context("spawn").Queue()
-
-
 # ---------------------------------------------------------------- the grid
 
 
@@ -313,45 +256,59 @@ def run_compare(
     dynamics_store: str | None = None,
     log: Callable[[str], None] | None = None,
     progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
+    cpus_per_run: int | None = None,
 ) -> CompareOutcome:
     """Train every unfinished run of the grid and return what happened.
 
     ``log`` receives the message lines (default: printed above the live
-    display); ``progress`` turns the live display on. The report is written by
-    :func:`report_compare`.
+    display); ``progress`` turns the live display on. ``executor`` is
+    ``local`` (``workers`` processes) or ``ray`` (a local Ray, or the cluster
+    at ``address``; each run asks for ``cpus_per_run`` CPUs). The report is
+    written by :func:`report_compare`.
     """
 
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1 (got {workers})")
+    check_executor_options(executor, address, cpus_per_run)
     tasks = plan_runs(spec)
     folder = prepare_folder(spec, runs_dir, dynamics_store)
     outcome = CompareOutcome(folder)
     todo = [task for task in tasks if not is_finished(folder / RUNS_SUBDIR / task.name)]
     outcome.skipped = [task.name for task in tasks if task not in todo]
-    events = progress_queue() if progress else None
-    display = GridProgress(workers, log=log, events=events, enabled=progress, done_before=len(outcome.skipped))
-    if outcome.skipped:
-        display.message(f"{len(outcome.skipped)} of {len(tasks)} runs already finished in {folder}: skipped")
-    executor = make_executor(workers, events)
+    pool = make_grid_executor(executor, workers, progress, device, address, cpus_per_run)
     try:
-        GridSchedule(executor, workers, spec, outcome, device, dynamics_store, display, total=len(tasks)).run(todo)
+        display = GridProgress(
+            pool.slots, log=log, events=pool.events, enabled=progress, done_before=len(outcome.skipped)
+        )
+        if outcome.skipped:
+            display.message(f"{len(outcome.skipped)} of {len(tasks)} runs already finished in {folder}: skipped")
+        store = absolute(dynamics_store)  # the record keeps it as given
+        GridSchedule(pool, spec, outcome, pool.task_device(device), store, display, total=len(tasks)).run(todo)
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-        set_progress_events(None)
+        pool.shutdown()
     return outcome
+
+
+def absolute(location: str | None) -> str | None:
+    """A local path made absolute, so that a worker started in another folder finds it; a URL stays as it is."""
+    return location if location is None or "://" in location else str(Path(location).absolute())
 
 
 @dataclass
 class GridSchedule:
-    """Hands the grid's work to the executor, at most ``capacity`` tasks at a time, and records results.
+    """Hands the grid's work to the executor and records results.
 
-    Dynamics models go first, then model-free runs; a dataset's model-based runs
-    jump the queue once all its dynamics models exist (they are the longest
-    runs, so starting them early keeps the workers evenly busy to the end).
+    With the local pool (``executor.capacity`` tasks at a time) dynamics models
+    go first, then model-free runs; a dataset's model-based runs jump the queue
+    once all its dynamics models exist (they are the longest runs, so starting
+    them early keeps the workers evenly busy to the end). An executor that
+    queues by itself (Ray) gets everything at once, each model-based run
+    naming the dynamics models it needs.
     """
 
-    executor: Executor
-    capacity: int
+    executor: GridExecutor
     spec: CompareSpec
     outcome: CompareOutcome
     device: str
@@ -362,6 +319,7 @@ class GridSchedule:
     pending: dict[Future, RunTask | DynamicsTask] = field(default_factory=dict)
     waiting: dict[str, list[RunTask]] = field(default_factory=dict)  # dataset id -> model-based runs not yet released
     models_left: dict[str, int] = field(default_factory=dict)  # dataset id -> dynamics models still training
+    needs: dict[Future, list[Future]] = field(default_factory=dict)  # a run -> its dynamics models (when submitted)
 
     def run(self, todo: Sequence[RunTask]) -> None:
         dynamics_plan = plan_dynamics(self.spec, todo)
@@ -378,6 +336,8 @@ class GridSchedule:
         for task in todo:
             self.display.add_run(task.name, task.algo, self.spec.steps, self.outcome.folder / RUNS_SUBDIR / task.name)
         with self.display:
+            if self.executor.capacity is None:
+                self.submit_everything()
             self.fill()
             while self.pending:
                 done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
@@ -386,38 +346,65 @@ class GridSchedule:
                 self.fill()
 
     def fill(self) -> None:
-        while self.queue and len(self.pending) < self.capacity:
+        capacity = self.executor.capacity
+        while self.queue and capacity is not None and len(self.pending) < capacity:
             task = self.queue.popleft()
             self.display.started(task.name)
-            future: Future
+            self.submit(task)
+
+    def submit_everything(self) -> None:
+        """Queue the whole grid on the executor; its starts reach the display as events from the tasks."""
+        models: dict[str, list[Future]] = {}
+        while self.queue:
+            task = self.queue.popleft()
+            future = self.submit(task)
             if isinstance(task, DynamicsTask):
-                future = self.executor.submit(pretrain_task, task, self.device, self.dynamics_store)
-            else:
-                folder = str(self.outcome.folder)
-                future = self.executor.submit(
-                    train_task,
-                    task,
-                    self.spec.steps,
-                    self.spec.overrides,
-                    folder,
-                    self.device,
-                    self.dynamics_store,
-                )
-            self.pending[future] = task
+                models.setdefault(task.dataset_id, []).append(future)
+        for dataset_id, runs in self.waiting.items():
+            for run in runs:
+                self.needs[self.submit(run, needs=models[dataset_id])] = models[dataset_id]
+        self.waiting = {}
+
+    def submit(self, task: RunTask | DynamicsTask, needs: Sequence[Future] = ()) -> Future:
+        if isinstance(task, DynamicsTask):
+            future = self.executor.submit(task.name, pretrain_task, task, self.device, self.dynamics_store)
+        else:
+            folder = str(self.outcome.folder.absolute())  # the same folder from a worker started elsewhere
+            args = (task, self.spec.steps, self.spec.overrides, folder, self.device, self.dynamics_store)
+            future = self.executor.submit(task.name, train_task, *args, needs=needs)
+        self.pending[future] = task
+        return future
 
     def complete(self, future: Future) -> None:
-        task = self.pending.pop(future)
+        task = self.pending.pop(future, None)
+        if task is None:
+            return  # a run already failed with its dynamics model
+        for model in self.needs.pop(future, []):
+            self.complete(model)  # its dynamics model first, whichever of the two the executor reported first
         if isinstance(task, RunTask):
-            self.finish_run(future, task)
+            if task.name not in self.outcome.failed:
+                self.finish_run(future, task)
             return
         failure = self.finish_dynamics(future, task)
         self.models_left[task.dataset_id] -= 1
         if failure:
-            for run in self.waiting.pop(task.dataset_id, []):
+            for run in self.waiting.pop(task.dataset_id, []) + self.drop_submitted_runs(task.dataset_id):
                 self.outcome.failed[run.name] = f"its dynamics model failed ({failure})"
                 self.display.finished(run.name, failed=True)
         elif self.models_left[task.dataset_id] == 0:
             self.queue.extendleft(reversed(self.waiting.pop(task.dataset_id, [])))
+
+    def drop_submitted_runs(self, dataset_id: str) -> list[RunTask]:
+        """The model-based runs of a dataset already handed to an executor that queues by itself."""
+        dropped = [
+            (future, task)
+            for future, task in self.pending.items()
+            if isinstance(task, RunTask) and task.model_based and task.dataset_id == dataset_id
+        ]
+        for future, _ in dropped:
+            del self.pending[future]
+            self.needs.pop(future, None)
+        return [task for _, task in dropped]
 
     def finish_dynamics(self, future: Future, task: DynamicsTask) -> str | None:
         """Record a pretrained dynamics model; returns the error text if it failed."""

@@ -25,6 +25,7 @@ import lightning.pytorch as L
 from tqdm import tqdm
 
 EPOCH_EVENT = "epoch"
+STARTED_EVENT = "started"  # from executors that queue tasks themselves (Ray): the task has begun
 SCORE_COLUMNS = ("eval/normalized_score", "eval/return_mean")
 
 
@@ -197,7 +198,10 @@ class GridProgress:
                 name, kind, epoch, max_epochs, mse = self.events.get_nowait()
             except (queue.Empty, OSError, EOFError, ValueError):
                 break
-            if kind == EPOCH_EVENT and name in self.stages:
+            task = self.runs.get(name) or self.stages.get(name)
+            if kind == STARTED_EVENT and task is not None and task.state == "queued":  # not one that already ended
+                self.started(name)
+            elif kind == EPOCH_EVENT and name in self.stages:
                 stage = self.stages[name]
                 stage.epoch, stage.max_epochs, stage.holdout_mse = epoch, max_epochs, mse
 

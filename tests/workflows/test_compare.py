@@ -10,15 +10,9 @@ import pytest
 import torch
 
 from mbrl_core.errors import ConfigError
-from workflows.compare import (
-    RUNS_SUBDIR,
-    CompareSpec,
-    make_executor,
-    report_compare,
-    run_compare,
-    threads_per_worker,
-)
+from workflows.compare import RUNS_SUBDIR, CompareSpec, report_compare, run_compare
 from workflows.embedded import DEFAULT_DATASET_ID
+from workflows.executors import make_executor, threads_per_worker
 from workflows.runs import read_eval
 
 STEPS = 50

@@ -8,6 +8,7 @@ import sys
 from mbrl_core.config import parse_overrides
 from workflows.commands.train import add_precision_argument, with_precision
 from workflows.compare import CompareSpec, default_name, report_compare, run_compare
+from workflows.executors import EXECUTORS
 from workflows.report import terminal_summary
 
 HELP = "train learners x datasets x seeds under one budget (resumable) and write a report"
@@ -40,7 +41,24 @@ def add_grid_arguments(
         "--workers",
         type=int,
         default=workers,
-        help=f"runs trained at once, each with cores/workers torch threads (default: {workers})",
+        help=f"local executor: runs trained at once, each with cores/workers torch threads (default: {workers})",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help='where runs train: local (a process pool, default) or ray (needs pip install -e ".[ray]")',
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="with --executor ray: the cluster to join (auto, ray://host:10001; default: start a local Ray)",
+    )
+    parser.add_argument(
+        "--cpus-per-run",
+        type=int,
+        default=None,
+        help="with --executor ray: CPUs each run asks Ray for, and its torch threads (default: 1)",
     )
     parser.add_argument(
         "--out", "--runs-dir", dest="out", default="runs", help="where the compare-<name> folder goes (default: runs)"
@@ -101,6 +119,9 @@ def run_grid(spec, args: argparse.Namespace) -> int:
             device=args.device,
             dynamics_store=args.dynamics_store,
             progress=not args.no_progress,
+            executor=args.executor,
+            address=args.address,
+            cpus_per_run=args.cpus_per_run,
         )
     except KeyboardInterrupt:
         print(
