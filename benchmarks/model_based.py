@@ -201,14 +201,14 @@ def main() -> None:
         help="divide the refresh period and the rollout batch by this (same rollout work per update, more "
         "refreshes in fewer steps: for a loaded machine; default 1)",
     )
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "model_based.json"))
     args = parser.parse_args()
     scaled = {"refresh_every": 1000 // args.scale, "batch_size": 50_000 // args.scale}
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = synthetic_hopper_sized(TRANSITIONS)
     result: dict = {
-        "command": f"python benchmarks/model_based.py --steps {args.steps} --cql-steps {args.cql_steps} "
-        f"--threads {args.threads} --scale {args.scale}",
+        "command": "python benchmarks/model_based.py " + " ".join(sys.argv[1:]),
         "rollouts": {**scaled, "horizon": 5, "retain_generations": 5},
         "machine": {
             "platform": platform.platform(),
@@ -229,7 +229,7 @@ def main() -> None:
         print(f"dynamics model ({BENCH_DYNAMICS}) trained in {time.perf_counter() - started:.0f} s", flush=True)
         result["rollout_generation"] = rollout_rates(data, model, folder, scaled["batch_size"])
         result["trainer"] = trainer
-        write(result)
+        write(result, args.out)
         for model_based, model_free, length in PAIRS:
             steps = getattr(args, length)
             if steps == 0:
@@ -240,16 +240,19 @@ def main() -> None:
             trainer[f"{model_based}_vs_{model_free}"] = (
                 trainer[model_based]["updates_per_second"] / trainer[model_free]["updates_per_second"]
             )
-            write(result)
-        sync = {**scaled, "background": False}
-        trainer["mopo_sync"] = updates_per_second("mopo", data, args.steps, store, folder, sync)
-        trainer["mopo_sync_vs_sac"] = trainer["mopo_sync"]["updates_per_second"] / trainer["sac"]["updates_per_second"]
-        write(result)
+            write(result, args.out)
+        if args.steps > 0:
+            sync = {**scaled, "background": False}
+            trainer["mopo_sync"] = updates_per_second("mopo", data, args.steps, store, folder, sync)
+            trainer["mopo_sync_vs_sac"] = (
+                trainer["mopo_sync"]["updates_per_second"] / trainer["sac"]["updates_per_second"]
+            )
+            write(result, args.out)
 
 
-def write(result: dict) -> None:
+def write(result: dict, out: str) -> None:
     """Rewrite the results file after each measurement, so a long run interrupted keeps what it measured."""
-    path = Path(__file__).resolve().parent / "results" / "model_based.json"
+    path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2), flush=True)
