@@ -218,7 +218,8 @@ def prepare_folder(
         for key in ("datasets", "algos", "seeds"):
             record[key] = list(dict.fromkeys([*earlier[key], *record[key]]))
     record |= {"dynamics_store": dynamics_store, "out": str(runs_dir)} | (execution or {})
-    record_file.put((json.dumps(record, indent=2) + "\n").encode())  # one object: the old record or the new
+    # One object (one PUT on a store): a reader sees the old record or the new one.
+    record_file.put((json.dumps(record, indent=2, default=float) + "\n").encode())
     return folder
 
 
@@ -274,7 +275,8 @@ def run_log(runs_dir: str, name: str) -> Iterator[None]:
         with stdout_to(local):
             yield
     finally:
-        if local.stat().st_size > size_before:  # a run refused at once (locked, say) leaves the store's log alone
+        # A run refused at once (locked by another writer, say) leaves the store's log alone.
+        if local.exists() and local.stat().st_size > size_before:
             stored.upload(local)
 
 

@@ -105,6 +105,36 @@ def test_a_run_without_eval_json_on_the_store_alone_trains_again(s3_grid, small_
     assert len(log_after) > len(log_before) > 0 and log_after.startswith(log_before)  # continued, not replaced
 
 
+@pytest.mark.slow  # a local Ray takes ~20 s to start on 2 cores
+def test_the_ray_executor_writes_the_same_grid_on_the_store(s3_grid, small_dataset_id, grids_url, store, capsys):
+    """A local Ray on loopback, started after the S3 endpoint and the caches are in the environment its workers
+    inherit; the dynamics model is already in the store, so only the runs train."""
+    pytest.importorskip("ray")
+    from workflows.ray_executor import LOOPBACK_ONLY_VARIABLE
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(LOOPBACK_ONLY_VARIABLE, "0")
+        import ray
+
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        arguments = compare_arguments(small_dataset_id, grids_url, store)
+        arguments[arguments.index("tiny")] = "tiny-ray"
+        assert main([*arguments, "--executor", "ray"]) == 0, capsys.readouterr().err
+    finally:
+        ray.shutdown()
+    folder, local_folder = locate(grids_url).child("compare-tiny-ray"), s3_grid[0]
+    for name in run_names(small_dataset_id):
+        ray_eval = json.loads(folder.child("runs", name, "eval.json").read_text())
+        local_eval = json.loads(local_folder.child("runs", name, "eval.json").read_text())
+        assert ray_eval["final"] == local_eval["final"]  # same seed, same model, one thread each: the same run
+        assert folder.child("runs", name, "train.log").exists()
+    assert json.loads(folder.child("compare.json").read_text())["executor"] == "ray"
+    assert f"--out {grids_url}" in capsys.readouterr().out  # the add-seeds command, in the printed summary
+    report = folder.child("report.md").read_text()
+    assert "--executor ray" in next(line for line in report.splitlines() if "mbrl compare" in line)
+
+
 def spec(dataset_id: str) -> CompareSpec:
     return CompareSpec(name="tiny", datasets=(dataset_id,), algos=ALGOS, seeds=(0,), steps=STEPS, overrides=SMALL)
 
