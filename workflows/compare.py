@@ -15,6 +15,11 @@ torch threads so that together they do not oversubscribe the machine, or Ray
 folders and the report are the same. A live display
 (:mod:`workflows.grid_progress`) follows the whole grid; each run's own output
 goes to its folder's ``train.log``.
+
+``runs_dir`` may be a URL (``s3://bucket/grids``, any fsspec filesystem): the
+compare folder is then on the store, ``compare.json`` written as one object,
+each run trained in its local working copy and uploaded (see
+:mod:`workflows.remote_runs`), and the report uploaded next to the runs.
 """
 
 from __future__ import annotations
@@ -29,20 +34,24 @@ from pathlib import Path
 from typing import Any
 
 from dynamics.service import DynamicsService
-from mbrl_core.atomic import save_json
 from mbrl_core.config import build_config, resolve_algo_config
 from mbrl_core.data import load_dataset, load_minari
 from mbrl_core.device import select_device
 from mbrl_core.errors import ConfigError
+from mbrl_core.storage import is_url, locate
 from mbrl_core.trainer import TrainerConfig
 from policies.registry import get_learner
 from workflows.executors import GridExecutor, check_executor_options, current_progress_events, make_grid_executor
 from workflows.grid_progress import EpochReporter, GridProgress
-from workflows.report import score_of, write_report
+from workflows.remote_runs import readable_copy, upload_files, without_heavy_parts, working_copy
+from workflows.report import ReportData, score_of, write_report
 from workflows.runs import is_finished, read_eval, train_run
 
 COMPARE_FILE = "compare.json"
 RUNS_SUBDIR = "runs"
+LOG_NAME = "train.log"
+# A compare folder: a local path, or the URL of a folder on a store (kept a string: a URL is no Path).
+Folder = Path | str
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ class DynamicsTask:
 
 @dataclass
 class CompareOutcome:
-    folder: Path
+    folder: Folder
     trained: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already finished before this call
     failed: dict[str, str] = field(default_factory=dict)
@@ -113,8 +122,21 @@ def default_name(datasets: Sequence[str], steps: int) -> str:
     return "+".join(dataset.replace("/", "_") for dataset in datasets) + f"-{steps}steps"
 
 
-def compare_folder(runs_dir: str | Path, name: str) -> Path:
+def compare_folder(runs_dir: str | Path, name: str) -> Folder:
+    if is_url(str(runs_dir)):
+        return f"{str(runs_dir).rstrip('/')}/compare-{name}"
     return Path(runs_dir) / f"compare-{name}"
+
+
+def run_folder(folder: Folder, name: str) -> Folder:
+    """The folder of the run ``name`` in a compare folder (a URL for a compare on a store)."""
+    return f"{folder}/{RUNS_SUBDIR}/{name}" if isinstance(folder, str) else folder / RUNS_SUBDIR / name
+
+
+def local_run_folder(folder: Folder, name: str) -> Path:
+    """Where the run's files are written on this machine: its folder, or the working copy of a run on a URL."""
+    run = run_folder(folder, name)
+    return working_copy(run) if isinstance(run, str) else run
 
 
 # ---------------------------------------------------------------- planning
@@ -169,16 +191,24 @@ def plan_dynamics(spec: CompareSpec, tasks: Sequence[RunTask]) -> dict[str, list
     return {dataset_id: list(by_config.values()) for dataset_id, by_config in needed.items()}
 
 
-def prepare_folder(spec: CompareSpec, runs_dir: str | Path, dynamics_store: str | None) -> Path:
+def prepare_folder(
+    spec: CompareSpec,
+    runs_dir: str | Path,
+    dynamics_store: str | None,
+    execution: dict[str, Any] | None = None,
+) -> Folder:
     """Create or reopen the compare folder, refusing to mix budgets or overrides into an earlier grid.
 
     Adding datasets, algorithms or seeds to an existing compare is fine: the
-    recorded grid becomes the union, and only the new runs train.
+    recorded grid becomes the union, and only the new runs train. ``execution``
+    (the executor and its options) is recorded too, so that the command a
+    report prints to add seeds runs the grid the same way.
     """
     folder = compare_folder(runs_dir, spec.name)
+    record_file = locate(folder).child(COMPARE_FILE)
     record = spec.record()
-    if (folder / COMPARE_FILE).exists():
-        earlier = json.loads((folder / COMPARE_FILE).read_text())
+    if record_file.exists():
+        earlier = json.loads(record_file.read_text())
         for key in ("steps", "overrides"):
             if earlier[key] != record[key]:
                 raise ConfigError(
@@ -187,7 +217,9 @@ def prepare_folder(spec: CompareSpec, runs_dir: str | Path, dynamics_store: str 
                 )
         for key in ("datasets", "algos", "seeds"):
             record[key] = list(dict.fromkeys([*earlier[key], *record[key]]))
-    save_json(record | {"dynamics_store": dynamics_store}, folder / COMPARE_FILE)
+    record |= {"dynamics_store": dynamics_store, "out": str(runs_dir)} | (execution or {})
+    # One object (one PUT on a store): a reader sees the old record or the new one.
+    record_file.put((json.dumps(record, indent=2, default=float) + "\n").encode())
     return folder
 
 
@@ -202,9 +234,9 @@ def train_task(
     device: str,
     dynamics_store: str | None,
 ) -> str:
-    runs_dir = Path(folder) / RUNS_SUBDIR
-    # A run's evaluation lines go to its folder; the terminal shows the grid's display.
-    with stdout_to(runs_dir / task.name / "train.log"):
+    runs_dir = f"{folder}/{RUNS_SUBDIR}" if is_url(folder) else str(Path(folder) / RUNS_SUBDIR)
+    # A run's evaluation lines go to its train.log; the terminal shows the grid's display.
+    with run_log(runs_dir, task.name):
         run_dir = train_run(
             task.algo,
             task.dataset_id,
@@ -219,6 +251,33 @@ def train_task(
             progress=False,
         )
     return str(run_dir)
+
+
+@contextlib.contextmanager
+def run_log(runs_dir: str, name: str) -> Iterator[None]:
+    """Send the run's output to its ``train.log``.
+
+    For a run on a URL the log is kept next to its local working copy, not in
+    it (resuming on a machine without the copy replaces it with a download),
+    continued from the store's copy, and uploaded into the run folder at the end.
+    """
+    if not is_url(runs_dir):
+        with stdout_to(Path(runs_dir) / name / LOG_NAME):
+            yield
+        return
+    run = locate(runs_dir).child(name)
+    stored, local = run.child(LOG_NAME), working_copy(run.url).with_name(f"{name}.{LOG_NAME}")
+    if not local.exists() and stored.exists():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(stored.read_bytes())
+    size_before = local.stat().st_size if local.exists() else 0
+    try:
+        with stdout_to(local):
+            yield
+    finally:
+        # A run refused at once (locked by another writer, say) leaves the store's log alone.
+        if local.exists() and local.stat().st_size > size_before:
+            stored.upload(local)
 
 
 @contextlib.contextmanager
@@ -272,10 +331,12 @@ def run_compare(
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1 (got {workers})")
     check_executor_options(executor, address, cpus_per_run)
+    locate(runs_dir)  # a URL whose filesystem is not installed stops here, before any dataset is read
     tasks = plan_runs(spec)
-    folder = prepare_folder(spec, runs_dir, dynamics_store)
+    execution = {"executor": executor, "address": address, "cpus_per_run": cpus_per_run}
+    folder = prepare_folder(spec, runs_dir, dynamics_store, execution)
     outcome = CompareOutcome(folder)
-    todo = [task for task in tasks if not is_finished(folder / RUNS_SUBDIR / task.name)]
+    todo = [task for task in tasks if not is_finished(run_folder(folder, task.name))]
     outcome.skipped = [task.name for task in tasks if task not in todo]
     pool = make_grid_executor(executor, workers, progress, device, address, cpus_per_run)
     try:
@@ -294,6 +355,11 @@ def run_compare(
 def absolute(location: str | None) -> str | None:
     """A local path made absolute, so that a worker started in another folder finds it; a URL stays as it is."""
     return location if location is None or "://" in location else str(Path(location).absolute())
+
+
+def folder_for_workers(folder: Folder) -> str:
+    """The compare folder as a worker started in another folder finds it (a URL is the same everywhere)."""
+    return folder if isinstance(folder, str) else str(folder.absolute())
 
 
 @dataclass
@@ -334,7 +400,9 @@ class GridSchedule:
                 self.display.add_stage(model.name)
         self.queue.extend(task for task in todo if not task.model_based)
         for task in todo:
-            self.display.add_run(task.name, task.algo, self.spec.steps, self.outcome.folder / RUNS_SUBDIR / task.name)
+            self.display.add_run(
+                task.name, task.algo, self.spec.steps, local_run_folder(self.outcome.folder, task.name)
+            )
         with self.display:
             if self.executor.capacity is None:
                 self.submit_everything()
@@ -369,7 +437,7 @@ class GridSchedule:
         if isinstance(task, DynamicsTask):
             future = self.executor.submit(task.name, pretrain_task, task, self.device, self.dynamics_store)
         else:
-            folder = str(self.outcome.folder.absolute())  # the same folder from a worker started elsewhere
+            folder = folder_for_workers(self.outcome.folder)
             args = (task, self.spec.steps, self.spec.overrides, folder, self.device, self.dynamics_store)
             future = self.executor.submit(task.name, train_task, *args, needs=needs)
         self.pending[future] = task
@@ -443,8 +511,24 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
+def write_compare_report(target: Folder) -> tuple[ReportData, str, str]:
+    """Write the report of a compare folder (or of any folder of runs), local or on a URL.
+
+    A folder on a URL is read from a download of what the report needs (no
+    checkpoints, rollouts or TensorBoard events) and the report is uploaded
+    next to its runs. Returns the report's data and where report.html and
+    report.md are.
+    """
+    with readable_copy(target, keep=without_heavy_parts) as folder:
+        data, paths = report_compare(folder)
+        html, markdown = str(paths.html), str(paths.markdown)
+        if is_url(str(target)):
+            html, markdown, *_ = upload_files(folder, [paths.html, paths.markdown, *paths.plots], str(target))
+    return data, html, markdown
+
+
 def report_compare(folder: str | Path):
-    """Write the report of a compare folder (or of any folder of runs); returns (ReportData, ReportPaths)."""
+    """Write the report of a local compare folder (or of any folder of runs); returns (ReportData, ReportPaths)."""
 
     folder = Path(folder)
     record = json.loads((folder / COMPARE_FILE).read_text()) if (folder / COMPARE_FILE).exists() else {}

@@ -8,7 +8,9 @@ are in the artifact store, where it finds them: each model is trained once and
 shared, as with the local pool. Without an address a local Ray starts on
 loopback with this machine's CPUs and no dashboard; with one (``auto``,
 ``ray://host:10001``) the grid joins that cluster, whose nodes must see the
-compare folder, the datasets and the dynamics store at the same paths.
+compare folder, the datasets and the dynamics store at the same paths (a
+compare folder or store on a URL, ``s3://...``, they reach with their own
+credentials and endpoint configuration, which are not forwarded).
 
 ``ray`` is imported inside the functions that need it: a Ray worker running a
 task needs only this module, and the local start must set Ray's loopback

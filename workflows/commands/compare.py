@@ -7,7 +7,7 @@ import sys
 
 from mbrl_core.config import parse_overrides
 from workflows.commands.train import add_precision_argument, with_precision
-from workflows.compare import CompareSpec, default_name, report_compare, run_compare
+from workflows.compare import CompareSpec, default_name, run_compare, write_compare_report
 from workflows.executors import EXECUTORS
 from workflows.report import terminal_summary
 
@@ -61,7 +61,11 @@ def add_grid_arguments(
         help="with --executor ray: CPUs each run asks Ray for, and its torch threads (default: 1)",
     )
     parser.add_argument(
-        "--out", "--runs-dir", dest="out", default="runs", help="where the compare-<name> folder goes (default: runs)"
+        "--out",
+        "--runs-dir",
+        dest="out",
+        default="runs",
+        help="where the compare-<name> folder goes: a folder or a URL such as s3://bucket/grids (default: runs)",
     )
     parser.add_argument(
         "--set",
@@ -129,8 +133,8 @@ def run_grid(spec, args: argparse.Namespace) -> int:
         )
         return 130
     if outcome.trained or outcome.skipped:
-        data, paths = report_compare(outcome.folder)
-        print(f"\n{terminal_summary(data)}\n\nreport: {paths.html}\n        {paths.markdown}")
+        data, html, markdown = write_compare_report(outcome.folder)
+        print(f"\n{terminal_summary(data)}\n\nreport: {html}\n        {markdown}")
     if not outcome.failed:
         return 0
     print(f"\n{len(outcome.failed)} failed (re-run the same command to retry):")
