@@ -40,6 +40,9 @@ class TrainerConfig:
     eval_episodes: int = bounded(10, minimum=1)
     log_every: int = bounded(1000, minimum=1)
     checkpoint_every: int = bounded(50_000, minimum=1)
+    # Also checkpoint at the first log step this long after the last checkpoint: on a CPU, 50,000 CQL updates
+    # take hours, and a killed run should not lose them. None: by steps only.
+    checkpoint_minutes: float | None = bounded(10.0, minimum=0.1)
     seed: int = 0
     device: str = "auto"
     precision: str = "32"
@@ -157,6 +160,7 @@ class OfflineTrainer:
         )
         self._clock_base, self._clock_start = self.state.train_seconds, time.perf_counter()
         self._log_clock = (self._clock_start, self.state.step)
+        self._last_checkpoint = self._clock_start
         try:
             # Learning curves start from the untrained policy. A resumed run has its step-0 point in the restored
             # history (or is past step 0), so it is never evaluated twice.
@@ -193,9 +197,17 @@ class OfflineTrainer:
             self._log_training(averager, bar, step)
         if self.evaluate is not None and (step % config.eval_every == 0 or last):
             self._evaluate(bar, step)
-        if step % config.checkpoint_every == 0 and not last:
+        if not last and (step % config.checkpoint_every == 0 or self._checkpoint_due(step)):
             self.state.train_seconds = self._elapsed()
             self.save_checkpoint()
+            self._last_checkpoint = time.perf_counter()
+
+    def _checkpoint_due(self, step: int) -> bool:
+        """A log step at least ``checkpoint_minutes`` after the last checkpoint (or the start of this fit)."""
+        minutes = self.config.checkpoint_minutes
+        if minutes is None or step % self.config.log_every != 0:
+            return False
+        return time.perf_counter() - self._last_checkpoint >= 60.0 * minutes
 
     def _log_training(self, averager: MetricAverager, bar, step: int) -> None:
         now = time.perf_counter()

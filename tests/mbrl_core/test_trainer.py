@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mbrl_core.config import build_config
+from mbrl_core.errors import ConfigError
 from mbrl_core.learner import LearnerContext
 from mbrl_core.sampler import RealSampler
 from mbrl_core.seeding import seed_everything
@@ -223,3 +224,40 @@ def test_metrics_survive_a_kill_while_a_resume_rewrites_them(tmp_path, monkeypat
     with open(tmp_path / "metrics.csv") as stream:
         assert [(r["step"], r["train/loss"]) for r in csv.DictReader(stream)] == [("10", "1.0"), ("20", "2.0")]
     assert not (tmp_path / ".metrics.csv.before-resume").exists()
+
+
+class FakeClock:
+    """perf_counter for the trainer: a minute passes at every reading."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 60.0
+        return self.now
+
+
+def test_a_slow_run_is_checkpointed_by_time_at_log_steps(small_data, tmp_path, monkeypatch):
+    trainer = make_trainer("bc", small_data, tmp_path / "run")
+    trainer.config.checkpoint_minutes = 2.0  # checkpoint_every (1000) is never reached in 40 steps
+    saved_at: list[int] = []
+    save = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint", lambda: (saved_at.append(trainer.state.step), save())[1])
+    monkeypatch.setattr("mbrl_core.trainer.time.perf_counter", FakeClock())
+    trainer.fit()
+    # every log step (10, 20, 30) comes minutes after the last checkpoint; the end always checkpoints
+    assert saved_at == [10, 20, 30, 40]
+
+    by_steps_only = make_trainer("bc", small_data, tmp_path / "steps-only")
+    by_steps_only.config.checkpoint_minutes = None
+    saved_at.clear()
+    save = by_steps_only.save_checkpoint
+    monkeypatch.setattr(by_steps_only, "save_checkpoint", lambda: (saved_at.append(by_steps_only.state.step), save())[1])
+    by_steps_only.fit()
+    assert saved_at == [40]
+
+
+def test_checkpoint_minutes_is_validated_where_the_config_is_built():
+    assert build_config(TrainerConfig, {"checkpoint_minutes": None}, "trainer").checkpoint_minutes is None
+    with pytest.raises(ConfigError, match="trainer.checkpoint_minutes"):
+        build_config(TrainerConfig, {"checkpoint_minutes": 0}, "trainer")
