@@ -237,22 +237,31 @@ class FakeClock:
         return self.now
 
 
-def test_a_slow_run_is_checkpointed_by_time_at_log_steps(small_data, tmp_path, monkeypatch):
-    trainer = make_trainer("bc", small_data, tmp_path / "run")
-    trainer.config.checkpoint_minutes = 2.0  # checkpoint_every (1000) is never reached in 40 steps
+def checkpoint_steps(trainer: OfflineTrainer, monkeypatch) -> list[int]:
+    """The steps at which ``trainer`` saves checkpoints, filled in as it trains."""
     saved_at: list[int] = []
     save = trainer.save_checkpoint
-    monkeypatch.setattr(trainer, "save_checkpoint", lambda: (saved_at.append(trainer.state.step), save())[1])
+
+    def recording_save() -> None:
+        saved_at.append(trainer.state.step)
+        save()
+
+    monkeypatch.setattr(trainer, "save_checkpoint", recording_save)
+    return saved_at
+
+
+def test_a_slow_run_is_checkpointed_by_time_at_log_steps(small_data, tmp_path, monkeypatch):
     monkeypatch.setattr("mbrl_core.trainer.time.perf_counter", FakeClock())
-    trainer.fit()
+    by_time = make_trainer("bc", small_data, tmp_path / "run")
+    by_time.config.checkpoint_minutes = 2.0  # checkpoint_every (1000) is never reached in 40 steps
+    saved_at = checkpoint_steps(by_time, monkeypatch)
+    by_time.fit()
     # every log step (10, 20, 30) comes minutes after the last checkpoint; the end always checkpoints
     assert saved_at == [10, 20, 30, 40]
 
     by_steps_only = make_trainer("bc", small_data, tmp_path / "steps-only")
     by_steps_only.config.checkpoint_minutes = None
-    saved_at.clear()
-    save = by_steps_only.save_checkpoint
-    monkeypatch.setattr(by_steps_only, "save_checkpoint", lambda: (saved_at.append(by_steps_only.state.step), save())[1])
+    saved_at = checkpoint_steps(by_steps_only, monkeypatch)
     by_steps_only.fit()
     assert saved_at == [40]
 
