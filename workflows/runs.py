@@ -20,7 +20,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from mbrl_core.sampler import RealSampler
 from mbrl_core.seeding import seed_everything
 from mbrl_core.storage import Location, is_url, locate
 from mbrl_core.trainer import OfflineTrainer, TrainerConfig
-from policies.registry import get_learner
+from policies.registry import LearnerEntry, get_learner
 from workflows.model_based import ROLLOUTS_FOLDER, prepare_model_based_run
 from workflows.remote_runs import RemoteRun
 
@@ -129,57 +129,48 @@ def train_run(
     The run folder is locked while it trains: a second process writing it is refused.
     """
     name = run_name or default_run_name(algo, dataset_id, seed)
-    train: dict[str, Any] = dict(
-        algo=algo,
-        dataset_id=dataset_id,
-        steps=steps,
-        seed=seed,
-        overrides=overrides,
-        resume=resume,
-        device=device,
-        dynamics_store=dynamics_store,
-        rollouts=rollouts,
-        progress=progress,
-    )
+    request = RunRequest(algo, dataset_id, steps, seed, overrides, resume, device, dynamics_store, rollouts, progress)
     if is_url(str(runs_dir)):
-        return _train_remote(RemoteRun(locate(str(runs_dir)).child(name)), train)
-    return _train_in_folder(runs_root(runs_dir) / name, **train)
+        return _train_remote(RemoteRun(locate(str(runs_dir)).child(name)), request)
+    return _train_in_folder(runs_root(runs_dir) / name, request)
 
 
-def _train_remote(remote: RemoteRun, train: dict[str, Any]) -> Path:
+@dataclass(frozen=True)
+class RunRequest:
+    """What one :func:`train_run` call asks for, handed down to the function that trains it."""
+
+    algo: str
+    dataset_id: str
+    steps: int | None
+    seed: int
+    overrides: dict[str, Any] | None
+    resume: bool
+    device: str
+    dynamics_store: str | None
+    rollouts: str | None
+    progress: bool
+    after_checkpoint: Callable[[], None] | None = None  # a run on a URL uploads its working copy here
+    rollouts_store: str | None = None  # where rollouts.zarr goes when not in the run folder (a run on a URL)
+
+
+def _train_remote(remote: RemoteRun, request: RunRequest) -> Path:
     """Train a run whose folder is on a URL in its local working copy, uploading it (see ``remote_runs``)."""
     with exclusive(remote.lock, f"run folder {remote.url}"):
-        check_run_contents(remote.url, remote.entries(), remote.folder, train["algo"], train["resume"])
-        remote.prepare_working_copy(train["resume"])
-        if train["resume"] and is_finished(remote.folder):
+        check_run_contents(remote.url, remote.entries(), remote.folder, request.algo, request.resume)
+        remote.prepare_working_copy(request.resume)
+        if request.resume and is_finished(remote.folder):
             remote.fetch("eval.json")  # the working copy may predate the end of the run
             return remote.work_dir
-        run_dir = _train_in_folder(
-            remote.work_dir,
-            **train,
-            after_checkpoint=remote.upload,
-            rollouts_store=remote.folder.child(ROLLOUTS_FOLDER).url,
+        uploading = replace(
+            request, after_checkpoint=remote.upload, rollouts_store=remote.folder.child(ROLLOUTS_FOLDER).url
         )
+        run_dir = _train_in_folder(remote.work_dir, uploading)
         remote.upload(finished=True)
         return run_dir
 
 
-def _train_in_folder(
-    run_dir: Path,
-    *,
-    algo: str,
-    dataset_id: str,
-    steps: int | None,
-    seed: int,
-    overrides: dict[str, Any] | None,
-    resume: bool,
-    device: str,
-    dynamics_store: str | None,
-    rollouts: str | None,
-    progress: bool,
-    after_checkpoint: Callable[[], None] | None = None,
-    rollouts_store: str | None = None,
-) -> Path:
+def _train_in_folder(run_dir: Path, request: RunRequest) -> Path:
+    algo, resume = request.algo, request.resume
     entry = get_learner(algo)
     refuse_if_locked(run_dir / LOCK_FILE, f"run folder {run_dir}")  # a live run: name its process first
     check_run_folder(run_dir, algo, resume)  # before the lock: a refused call touches nothing
@@ -191,48 +182,21 @@ def _train_in_folder(
                 return run_dir
             for folder in (run_dir, run_dir / "checkpoints"):
                 remove_stale_temporaries(folder)  # a killed process's half-written files
-            return _train_locked(
-                algo,
-                entry,
-                dataset_id,
-                run_dir,
-                steps,
-                seed,
-                overrides,
-                resume,
-                device,
-                dynamics_store,
-                rollouts,
-                progress,
-                after_checkpoint,
-                rollouts_store,
-            )
+            return _train_locked(run_dir, entry, request)
     finally:
         with contextlib.suppress(OSError):  # a run refused before writing anything leaves no empty folder
             if not run_folder_entries(run_dir):
                 run_dir.rmdir()
 
 
-def _train_locked(
-    algo,
-    entry,
-    dataset_id,
-    run_dir,
-    steps,
-    seed,
-    overrides,
-    resume,
-    device,
-    dynamics_store,
-    rollouts,
-    progress,
-    after_checkpoint,
-    rollouts_store,
-) -> Path:
-    resuming = resume and (run_dir / "config.yaml").exists()
-    config = _run_config(algo, dataset_id, steps, seed, device, overrides, run_dir, resuming)
+def _train_locked(run_dir: Path, entry: LearnerEntry, request: RunRequest) -> Path:
+    algo, dataset_id = request.algo, request.dataset_id
+    resuming = request.resume and (run_dir / "config.yaml").exists()
+    config = _run_config(
+        algo, dataset_id, request.steps, request.seed, request.device, request.overrides, run_dir, resuming
+    )
     trainer_config = build_config(TrainerConfig, config["trainer"], f"{algo}.trainer")
-    learner_config = build_config(entry.config_cls, config.get("learner"), f"{algo}.learner")
+    learner_config: Any = build_config(entry.config_cls, config.get("learner"), f"{algo}.learner")
     if entry.model_based:  # bad keys and values stop before any work (the dynamics model may take minutes)
         build_config(RolloutConfig, config.get("rollouts"), f"{algo}.rollouts")
     target = select_device(trainer_config.device)
@@ -244,7 +208,17 @@ def _train_locked(
 
     context = LearnerContext.from_data(data, trainer_config.steps, target)
     sampler, dynamics_info = _make_sampler(
-        algo, entry, data, config, trainer_config, run_dir, target, rollouts, dynamics_store, context, rollouts_store
+        algo,
+        entry,
+        data,
+        config,
+        trainer_config,
+        run_dir,
+        target,
+        request.rollouts,
+        request.dynamics_store,
+        context,
+        request.rollouts_store,
     )
     save_torch(context_state(context), run_dir / "context.pt")
     learner = entry.learner_cls(learner_config, context)
@@ -256,8 +230,8 @@ def _train_locked(
         trainer_config,
         evaluate=evaluator,
         run_dir=run_dir,
-        progress=progress,
-        after_checkpoint=after_checkpoint,
+        progress=request.progress,
+        after_checkpoint=request.after_checkpoint,
     )
     if resuming:
         trainer.load_checkpoint()  # a run stopped before its first checkpoint starts from step 0
