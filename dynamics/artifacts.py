@@ -12,7 +12,9 @@ that is renamed to ``<key>`` only once complete, so a killed training never
 leaves a half artifact. While a key trains, its slot is locked (``.lock-<key>``,
 released by the OS however the process ends; removed on a normal exit): a second training of the same
 key is refused naming the first. Staging folders a killed training left are
-removed by the next training in the store. A model whose holdout metrics are
+removed by the next training in the store. A killed training resumes: its fit checkpoint
+(``.resume-<key>/fit.ckpt``, written every epoch; for a remote store in its local cache) is picked up
+by the next training of the same key and removed once the model is published. A model whose holdout metrics are
 not finite is never published. A folder without its manifest is listed as
 damaged and refused, never silently retrained over.
 
@@ -53,6 +55,7 @@ from mbrl_core.storage import Location, is_url, locate
 
 SCHEMA_VERSION = 1
 STAGING_PREFIX, RETIRED_PREFIX, LOCK_PREFIX, DOWNLOAD_PREFIX = ".staging-", ".retired-", ".lock-", ".download-"
+RESUME_PREFIX, FIT_CHECKPOINT = ".resume-", "fit.ckpt"
 # Lightning's launcher sets these in the extra processes of a multi-device training; only rank zero publishes.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK")
 STORE_ENV, CACHE_ENV = "MBRL_DYNAMICS_STORE", "MBRL_DYNAMICS_CACHE"
@@ -140,6 +143,13 @@ class ArtifactStore:
 
     def _slot_lock(self, key: str) -> Path | Location:
         return self.remote.child(f"{LOCK_PREFIX}{key}") if self.remote is not None else self.lock_path(key)
+
+    def fit_checkpoint(self, key: str) -> Path:
+        """Where the training of ``key`` keeps its per-epoch fit checkpoint."""
+        return self.root / f"{RESUME_PREFIX}{key}" / FIT_CHECKPOINT
+
+    def remove_fit_checkpoint(self, key: str) -> None:
+        shutil.rmtree(self.root / f"{RESUME_PREFIX}{key}", ignore_errors=True)
 
     @contextlib.contextmanager
     def staging(self, key: str) -> Iterator[Path]:

@@ -226,3 +226,11 @@ class EnsembleDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> WholeHoldout:
         return WholeHoldout(self.on_device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The batch order's generator (the bootstrap rows are drawn again from the seed): in a resumed fit
+        the next epoch's order is the one the uninterrupted fit would have drawn."""
+        return {"order_generator": self.order.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.order.generator.set_state(state_dict["order_generator"])

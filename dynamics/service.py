@@ -119,8 +119,11 @@ class DynamicsService:
         normalizer = split.input_normalizer()
         ensemble.set_input_normalization(normalizer.mean, normalizer.std)
         with artifacts.staging(key) as folder:
+            resume_path = fit_checkpoint_to_use(artifacts, key, ensemble, fresh=retrain)
             started = time.perf_counter()
-            result = fit_ensemble(ensemble, split, config, progress=progress, log_dir=str(folder), **trainer_kwargs)
+            result = fit_ensemble(
+                ensemble, split, config, progress, log_dir=str(folder), resume_path=resume_path, **trainer_kwargs
+            )
             train_seconds = time.perf_counter() - started
             ensemble = ensemble.to(data.device).eval()
             per_member = member_quality(ensemble, split, config.precision)
@@ -139,6 +142,7 @@ class DynamicsService:
                     meta,
                     replace=retrain,
                 )
+                artifacts.remove_fit_checkpoint(key)
         return service
 
     @classmethod
@@ -326,6 +330,23 @@ class DynamicsService:
 # --------------------------------------------------------------------------- helpers
 
 
+def fit_checkpoint_to_use(artifacts: ArtifactStore, key: str, ensemble: GaussianEnsemble, fresh: bool) -> Path:
+    """The fit checkpoint path of ``key``, after saying that the fit resumes from it (or, when it cannot be
+    used or ``fresh`` asks for a new fit, deleting it)."""
+    from dynamics.lightning_module import read_fit_checkpoint
+
+    path = artifacts.fit_checkpoint(key)
+    if not path.is_file():
+        return path
+    epochs, problem = (None, "a new fit was asked for (--retrain)") if fresh else read_fit_checkpoint(path, ensemble)
+    if epochs is None:
+        print(f"dynamics model {key}: not resuming from {path} ({problem}); training from the start")
+        path.unlink(missing_ok=True)
+    else:
+        print(f"dynamics model {key}: resuming the interrupted fit after epoch {epochs} ({path})")
+    return path
+
+
 def _build_ensemble(config: DynamicsConfig, obs_dim: int, act_dim: int, terminal_head: bool) -> GaussianEnsemble:
     return GaussianEnsemble(
         input_dim=obs_dim + act_dim,
@@ -382,6 +403,7 @@ def _metadata(key, data, config, termination, elites, quality, train_seconds, re
             "train_seconds": train_seconds,
             "epochs": result.epochs,
             "stopped_early": result.stopped_early,
+            "resumed_after_epoch": result.resumed_from_epoch,
             "best_epoch_per_member": result.best_epochs,
             "train_transitions": n_train,
             "holdout_transitions": quality["holdout_transitions"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import gymnasium as gym
+import lightning
 import numpy as np
 import pytest
 import torch
@@ -263,3 +264,67 @@ def test_bf16_fit_learns_as_well_as_float32_and_keeps_float32_weights(trained, l
         atol=0.05,
         rtol=0,
     )
+
+
+class StopAfterEpoch(lightning.Callback):
+    """Stands for a killed process: fails at the end of epoch ``epoch`` (after its fit checkpoint)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("interrupted")
+
+
+QUICK_STOP = {**TINY, "max_epochs": 60, "patience": 2}  # stops early after about a dozen epochs
+
+
+@pytest.fixture(scope="module")
+def straight_fit(linear_data, tmp_path_factory) -> DynamicsService:
+    return DynamicsService.fit(linear_data, QUICK_STOP, store=tmp_path_factory.mktemp("straight"), progress=False)
+
+
+@pytest.mark.parametrize("where", ["early", "last-epoch"])
+def test_interrupted_fit_resumes_to_the_weights_of_an_uninterrupted_one(
+    straight_fit, linear_data, tmp_path, capsys, where
+):
+    epochs = straight_fit.metrics["epochs"]
+    assert straight_fit.metrics["stopped_early"] and epochs > 4
+    interrupted_after = 3 if where == "early" else epochs  # the last: the epoch whose check stopped the fit
+    with pytest.raises(RuntimeError, match="interrupted"):
+        DynamicsService.fit(
+            linear_data, QUICK_STOP, store=tmp_path, progress=False, callbacks=[StopAfterEpoch(interrupted_after - 1)]
+        )
+    assert not ArtifactStore(tmp_path).keys()
+    resumed = DynamicsService.fit(linear_data, QUICK_STOP, store=tmp_path, progress=False)
+    assert f"resuming the interrupted fit after epoch {interrupted_after}" in capsys.readouterr().out
+    assert resumed.metrics["resumed_after_epoch"] == interrupted_after
+    assert resumed.metrics["epochs"] == epochs and resumed.elites == straight_fit.elites
+    ours, theirs = resumed.ensemble.state_dict(), straight_fit.ensemble.state_dict()
+    assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
+    assert [path.name for path in tmp_path.iterdir()] == [resumed.key]  # the fit checkpoint is gone
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other-shapes", "retrain"])
+def test_unusable_fit_checkpoint_is_named_and_the_fit_starts_again(straight_fit, linear_data, tmp_path, capsys, damage):
+    with pytest.raises(RuntimeError, match="interrupted"):
+        DynamicsService.fit(linear_data, QUICK_STOP, store=tmp_path, progress=False, callbacks=[StopAfterEpoch(1)])
+    checkpoint = ArtifactStore(tmp_path).fit_checkpoint(straight_fit.key)
+    if damage == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    elif damage == "other-shapes":
+        state = torch.load(checkpoint, weights_only=True)
+        state["state_dict"]["ensemble.weights.0"] = torch.zeros(1, 2, 3)
+        torch.save(state, checkpoint)
+    again = DynamicsService.fit(linear_data, QUICK_STOP, store=tmp_path, progress=False, retrain=damage == "retrain")
+    expected = {
+        "truncated": "unreadable",
+        "other-shapes": "its weights do not match this ensemble",
+        "retrain": "a new fit was asked for",
+    }[damage]
+    out = capsys.readouterr().out
+    assert f"not resuming from {checkpoint} ({expected}" in out and "training from the start" in out
+    assert again.metrics["resumed_after_epoch"] is None
+    ours, theirs = again.ensemble.state_dict(), straight_fit.ensemble.state_dict()
+    assert all(torch.equal(ours[name], theirs[name]) for name in theirs)

@@ -160,11 +160,11 @@ def store_content(url: Path) -> tuple[int, list[tuple]]:
 
 
 def assert_clean(folder: Path) -> None:
-    """Nothing a killed writer left behind survives the rerun: no temporaries, no staging, no lock."""
+    """Nothing a killed writer left behind survives the rerun: no temporaries, staging, locks or fit checkpoints."""
     leftovers = [
         path.name
         for path in Path(folder).rglob(".*")
-        if path.name.endswith(".tmp") or path.name.startswith((".staging-", ".lock"))
+        if path.name.endswith(".tmp") or path.name.startswith((".staging-", ".lock", ".resume-"))
     ]
     assert not leftovers, leftovers
 
@@ -254,14 +254,22 @@ def artifact_tensors(store: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 @pytest.mark.parametrize(
-    "kill", [{"kind": "fit_step", "at": 5}, {"kind": "rename", "at": 1}], ids=["mid-fit", "publish"]
+    ("kill", "resumed_after"),
+    [
+        ({"kind": "fit_step", "at": 5}, None),
+        ({"kind": "replace", "name": "fit.ckpt", "at": 3}, 2),  # the third epoch's checkpoint never lands
+        ({"kind": "rename", "at": 1}, 4),
+    ],
+    ids=["mid-fit", "between-epochs", "publish"],
 )
-def test_killed_dynamics_fit_reruns_to_the_uninterrupted_model(dynamics_base, tmp_path, kill):
+def test_killed_dynamics_fit_reruns_to_the_uninterrupted_model(dynamics_base, tmp_path, capsys, kill, resumed_after):
     arguments, straight = dynamics_base
     store = tmp_path / "store"
     if kill["kind"] == "rename":
         kill = kill | {"parent": str(store)}
     killed_then_rerun(arguments(store), arguments(store), kill)
+    resumed = f"resuming the interrupted fit after epoch {resumed_after}"
+    assert (resumed in capsys.readouterr().out) == (resumed_after is not None)
     (ours, our_meta), (theirs, their_meta) = artifact_tensors(store), artifact_tensors(straight)
     assert_same_weights(ours, theirs)
     assert our_meta["elites"] == their_meta["elites"] and our_meta["key"] == their_meta["key"]
