@@ -148,6 +148,20 @@ class ArtifactStore:
         """Where the training of ``key`` keeps its per-epoch fit checkpoint."""
         return self.root / f"{RESUME_PREFIX}{key}" / FIT_CHECKPOINT
 
+    def interrupted_fits(self) -> dict[str, int | None]:
+        """The keys whose training was interrupted, with the epochs their fit checkpoint has done (None:
+        unreadable, so the next training starts again)."""
+        if not self.root.is_dir():
+            return {}
+        fits: dict[str, int | None] = {}
+        for checkpoint in sorted(self.root.glob(f"{RESUME_PREFIX}*/{FIT_CHECKPOINT}")):
+            try:
+                epochs: int | None = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"]) + 1
+            except Exception:  # a damaged checkpoint: listed as such
+                epochs = None
+            fits[checkpoint.parent.name.removeprefix(RESUME_PREFIX)] = epochs
+        return fits
+
     def remove_fit_checkpoint(self, key: str) -> None:
         shutil.rmtree(self.root / f"{RESUME_PREFIX}{key}", ignore_errors=True)
 

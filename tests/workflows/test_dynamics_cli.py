@@ -77,3 +77,26 @@ def test_unknown_env_with_terminals_learns_a_terminal_head(tmp_path):
     assert (prediction.terminals == data.terminals).float().mean() > 0.95
     step = service.step(data.observations, data.actions, torch.Generator().manual_seed(0))
     assert (step.terminals == data.terminals).float().mean() > 0.9
+
+
+def test_list_names_an_interrupted_fit(small_dataset_id, capsys, monkeypatch):
+    from dynamics import lightning_module
+
+    fit_one_epoch_then_fail = lightning_module.EpochCheckpoint.on_train_epoch_end
+
+    def interrupted(self, trainer, module):
+        fit_one_epoch_then_fail(self, trainer, module)
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(lightning_module.EpochCheckpoint, "on_train_epoch_end", interrupted)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        main(train(small_dataset_id))
+    capsys.readouterr()
+    assert main(["dynamics", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.startswith("interrupted fit ") and "after epoch 1;" in listing and "resumes it" in listing
+    monkeypatch.setattr(lightning_module.EpochCheckpoint, "on_train_epoch_end", fit_one_epoch_then_fail)
+    assert main(train(small_dataset_id)) == 0
+    assert "resuming the interrupted fit after epoch 1" in capsys.readouterr().out
+    assert main(["dynamics", "list"]) == 0
+    assert "interrupted fit" not in capsys.readouterr().out

@@ -149,10 +149,15 @@ def run_list(args: argparse.Namespace) -> int:
                 ",".join(map(str, meta["elites"])),
             )
         )
-    if len(rows) == 1:
+    interrupted = store.interrupted_fits()
+    if len(rows) == 1 and not interrupted:
         print(f"no dynamics models in {store.where} (train one with `mbrl dynamics train --dataset <id>`)")
         return 0
-    print(_table(rows))
+    if len(rows) > 1:
+        print(_table(rows))
+    for key, epochs in interrupted.items():
+        done = f"after epoch {epochs}" if epochs is not None else "its checkpoint is unreadable: it starts again"
+        print(f"interrupted fit {key}: {done}; the next training of the same dataset and settings resumes it")
     return 0
 
 
