@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -105,6 +107,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as runs_dir:
         results = run_grid(dataset, args.algos, args.seeds, args.steps, args.eval_episodes, Path(runs_dir))
     results["summary"] = summarize(results)
+    results["command"] = "python -m benchmarks.precision " + " ".join(sys.argv[1:])
+    results["load_average_at_end"] = os.getloadavg()[0]
     for algo, cells in results["summary"].items():
         line = "  ".join(f"{p}: {cells[p]['mean']:.1f} ± {cells[p]['std']:.1f} (n={cells[p]['n']})" for p in PRECISIONS)
         print(f"{algo:6s} {line}  difference {cells['difference_in_standard_errors']:+.1f} standard errors")

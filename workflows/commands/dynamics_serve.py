@@ -2,7 +2,7 @@
 
     mbrl dynamics serve <key> --host 127.0.0.1 --port 8000
     curl -X POST localhost:8000/v1/predict -H 'Content-Type: application/json' \\
-         -d '{"observations": [[0, 0, 0, 0]], "actions": [[0]]}'
+         -d '{"observations": [[0, 0, 0, 0]], "actions": [[0]]}'   # a model of InvertedPendulum (4 + 1)
 
 The service itself is :mod:`dynamics.serving` (FastAPI + uvicorn, the ``serve`` extra); its schema is
 at ``/openapi.json`` and its docs page at ``/docs``. The Python client is :mod:`dynamics.client`.
