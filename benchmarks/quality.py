@@ -41,7 +41,9 @@ sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(
 
 import torch
 
+from dynamics.artifacts import ArtifactStore
 from mbrl_core.data import local_datasets_root
+from mbrl_core.errors import ArtifactError
 from workflows.collect import RECORD_FILE, collection_dir
 from workflows.compare import RUNS_SUBDIR, RunTask, compare_folder
 from workflows.report import score_of
@@ -155,7 +157,20 @@ def cell(folder: Path, algo: str, dataset_id: str, seeds: list[int]) -> dict[str
         "updates": evaluations[0]["steps"],
         "wall_seconds_mean": statistics.fmean(evaluation["train_seconds"] for evaluation in evaluations),
         "dynamics_pretrain_seconds": dynamics.get("pretrain_seconds"),  # once per dataset, shared by its MB runs
+        "dynamics_fit": dynamics_fit(dynamics.get("key")),
     }
+
+
+def dynamics_fit(key: str | None) -> dict[str, Any] | None:
+    """How the dataset's dynamics model was fitted (from the default store), when the run used one."""
+    if key is None:
+        return None
+    try:
+        metrics = ArtifactStore().read_meta(key)["metrics"]
+    except ArtifactError:
+        return {"key": key, "note": "not in this machine's dynamics store"}
+    names = ("epochs", "stopped_early", "train_seconds", "holdout_mse_elites", "resumed_after_epoch")
+    return {"key": key} | {name: metrics.get(name) for name in names}
 
 
 def d4rl_scale(name: str, mean_return: float) -> float:
