@@ -211,10 +211,12 @@ def test_learning_curves_start_at_step_0_with_the_seeds_min_and_max(tmp_path):
 def penalty_rows(reward: float, penalty: float) -> list[dict[str, float]]:
     """Training rows with the two columns, an evaluation row without them."""
     return [
-        {"step": 100, "train/model_reward_mean": reward, "train/penalty_mean": penalty, "train/q_loss": 1.0},
+        {"step": 100, "train/model_reward_mean": reward, "train/penalty_mean": penalty, "train/alpha": 0.5,
+         "train/entropy": 4.0},
         {"step": 100, "eval/return_mean": 5.0},
-        {"step": 200, "train/model_reward_mean": reward + 1.0, "train/penalty_mean": 3 * penalty, "train/q_loss": 1.0},
-    ]
+        {"step": 200, "train/model_reward_mean": reward + 1.0, "train/penalty_mean": 3 * penalty, "train/alpha": 0.25,
+         "train/entropy": 2.0},
+    ]  # fmt: skip
 
 
 def test_penalty_vs_model_reward_per_model_based_run(tmp_path):
@@ -227,10 +229,12 @@ def test_penalty_vs_model_reward_per_model_based_run(tmp_path):
     assert traces[1] is None and traces[2] is None  # no columns, no metrics.csv: nothing shown
     assert traces[0] is not None and traces[0].steps == (100, 200)
     assert (traces[0].mean_model_reward, traces[0].mean_penalty) == (1.5, 4.0)
+    assert traces[0].mean_entropy_bonus == 1.25  # (0.5 * 4 + 0.25 * 2) / 2
     markdown = paths.markdown.read_text()
     assert "## Reward penalty vs model reward" in markdown
-    # reward mean 1.5, penalty mean 4.0, ratio 2.67, last 2.0 and 6.0
+    # reward mean 1.5, penalty mean 4.0, ratio 2.67, last 2.0 and 6.0, entropy bonus 1.25
     assert f"| {DATASET} | mopo    | 0    | 1.500 " in markdown and "| 4.000 " in markdown and "| 2.67 " in markdown
+    assert "entropy bonus α·H (mean)" in markdown and "| 1.250 " in markdown
     assert "penalty vs model reward" in paths.html.read_text()
 
 

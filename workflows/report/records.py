@@ -26,6 +26,7 @@ METRICS_FILE = "metrics.csv"
 # Logged by the penalized model-based learners (MOPO, MOReL, COMBO) per update; the CSV logger may prefix them.
 PENALTY_METRIC = "penalty_mean"
 MODEL_REWARD_METRIC = "model_reward_mean"
+ALPHA_METRIC, ENTROPY_METRIC = "alpha", "entropy"  # SAC-based learners: the entropy bonus alpha * H per step
 REQUIRED_FIELDS = ("algo", "dataset_id", "seed", "steps", "model_based", "final", "best", "history", "train_seconds")
 
 
@@ -36,6 +37,7 @@ class PenaltyTrace:
     steps: tuple[int, ...]
     model_reward: tuple[float, ...]
     penalty: tuple[float, ...]
+    entropy_bonus: tuple[float, ...] | None = None  # alpha * H per logged step, for SAC-based learners
 
     @property
     def mean_model_reward(self) -> float:
@@ -44,6 +46,10 @@ class PenaltyTrace:
     @property
     def mean_penalty(self) -> float:
         return sum(self.penalty) / len(self.penalty)
+
+    @property
+    def mean_entropy_bonus(self) -> float | None:
+        return sum(self.entropy_bonus) / len(self.entropy_bonus) if self.entropy_bonus else None
 
 
 @dataclass(frozen=True)
@@ -174,15 +180,29 @@ def read_penalty_trace(path: Path) -> PenaltyTrace | None:
         if PENALTY_METRIC not in columns or MODEL_REWARD_METRIC not in columns:
             return None
         penalty_column, reward_column = columns[PENALTY_METRIC], columns[MODEL_REWARD_METRIC]
+        alpha_column, entropy_column = columns.get(ALPHA_METRIC), columns.get(ENTROPY_METRIC)
         rows = [
-            (int(float(row["step"])), float(row[reward_column]), float(row[penalty_column]))
+            (
+                int(float(row["step"])),
+                float(row[reward_column]),
+                float(row[penalty_column]),
+                entropy_bonus(row, alpha_column, entropy_column),
+            )
             for row in reader
             if row.get(penalty_column) and row.get(reward_column) and row.get("step")
         ]
     if not rows:
         return None
-    steps, rewards, penalties = zip(*rows)
-    return PenaltyTrace(tuple(steps), tuple(rewards), tuple(penalties))
+    steps, rewards, penalties, bonuses = zip(*rows)
+    known = None if any(bonus is None for bonus in bonuses) else tuple(bonuses)
+    return PenaltyTrace(tuple(steps), tuple(rewards), tuple(penalties), known)
+
+
+def entropy_bonus(row: dict[str, str], alpha_column: str | None, entropy_column: str | None) -> float | None:
+    """alpha * H of one logged row (what SAC's soft target adds per step), None without both columns."""
+    if alpha_column is None or entropy_column is None or not row.get(alpha_column) or not row.get(entropy_column):
+        return None
+    return float(row[alpha_column]) * float(row[entropy_column])
 
 
 def metric_name(column: str) -> str:

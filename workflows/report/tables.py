@@ -203,6 +203,7 @@ def penalty_table(data: ReportData) -> Table:
                     fmt(ratio, 2),
                     fmt(trace.model_reward[-1], 3),
                     fmt(trace.penalty[-1], 3),
+                    fmt(trace.mean_entropy_bonus, 3) if trace.mean_entropy_bonus is not None else "n/a",
                 )
             )
     headers = (
@@ -211,16 +212,20 @@ def penalty_table(data: ReportData) -> Table:
         "seed",
         "model reward (mean)",
         "penalty (mean)",
-        "penalty ÷ |model reward|",
+        "penalty ÷ model reward (absolute)",
         "model reward (last)",
         "penalty (last)",
+        "entropy bonus α·H (mean)",
     )
     return Table("Reward penalty vs model reward (model-based runs, as logged in metrics.csv)", headers, tuple(rows))
 
 
 PENALTY_NOTE = (
     "Means over the logged training steps of metrics.csv. A penalty of the order of the model reward or "
-    "larger (ratio ≥ 1) swamps the reward: the policy then mostly learns to avoid uncertain states."
+    "larger (ratio ≥ 1) swamps the reward: the policy then mostly learns to avoid uncertain states. The entropy "
+    "bonus α·H is what the SAC-based learners' soft targets add per step: while it is larger than the model "
+    "reward (early in training, α starts at 1), the policy mostly learns to stay random, and a short budget may "
+    "end before the reward takes over."
 )
 
 # (column header, metric name in the artifact): a calibrated Gaussian puts 68.3% / 95.4% of targets within 1 / 2 sigma.
