@@ -79,6 +79,14 @@ def summarize(steps: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def episode_line(episode: dict[str, Any]) -> str:
+    return (
+        f"{episode['length']} steps, return {episode['return']:.1f} (model {episode['model_return']:.1f}), "
+        f"one-step error {episode['mean_one_step_error']:.3f}, max disagreement {episode['max_disagreement']:.3f}, "
+        f"model terminal at the real end: {episode['model_terminal_at_the_real_termination']}"
+    )
+
+
 def diagnose(run: Path, model: DynamicsService, episodes: int) -> dict[str, Any]:
     policy = load_policy(run)
     env = gym.make(env_spec_for(run_dataset_info(run)))
@@ -110,11 +118,7 @@ def main() -> None:
     }
     for name, result in results["runs"].items():
         for episode in result["episodes"]:
-            print(
-                f"{name}: {episode['length']} steps, return {episode['return']:.1f} (model {episode['model_return']:.1f}), "
-                f"one-step error {episode['mean_one_step_error']:.3f}, max disagreement {episode['max_disagreement']:.3f}, "
-                f"model terminal at the real end: {episode['model_terminal_at_the_real_termination']}"
-            )
+            print(f"{name}: {episode_line(episode)}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.out}")
