@@ -156,7 +156,7 @@ class ArtifactStore:
         fits: dict[str, int | None] = {}
         for checkpoint in sorted(self.root.glob(f"{RESUME_PREFIX}*/{FIT_CHECKPOINT}")):
             try:
-                epochs: int | None = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"]) + 1
+                epochs: int | None = epochs_done(torch.load(checkpoint, map_location="cpu", weights_only=True))
             except Exception:  # a damaged checkpoint: listed as such
                 epochs = None
             fits[checkpoint.parent.name.removeprefix(RESUME_PREFIX)] = epochs
@@ -315,6 +315,11 @@ class ArtifactStore:
         meta = json.loads((folder / META).read_text())
         tensors = torch.load(folder / WEIGHTS, map_location=device, weights_only=True)
         return meta, tensors
+
+
+def epochs_done(fit_checkpoint: dict[str, Any]) -> int:
+    """The epochs a loaded fit checkpoint has finished (Lightning records the index of the last one)."""
+    return int(fit_checkpoint["epoch"]) + 1
 
 
 def _is_extra_rank() -> bool:

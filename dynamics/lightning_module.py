@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.core.optimizer import LightningOptimizer
 
+from dynamics.artifacts import epochs_done
 from dynamics.config import DynamicsConfig
 from dynamics.datamodule import EnsembleDataModule, TrainBlock, TrainingSplit
 from dynamics.ensemble import GaussianEnsemble, gaussian_nll, member_mse
@@ -206,7 +207,6 @@ class FitResult:
     best_epochs: list[int]
     stopped_early: bool
     global_rank_zero: bool
-    resumed_from_epoch: int | None = None  # the epochs a checkpoint had already done, when resumed
 
 
 @contextmanager
@@ -247,7 +247,7 @@ def fit_ensemble(
         "max_epochs": config.max_epochs,
         "max_time": timedelta(minutes=config.max_fit_minutes) if config.max_fit_minutes else None,
         "precision": LIGHTNING_PRECISION[config.precision],
-        "callbacks": options_callbacks(snapshots, resume_path),
+        "callbacks": [snapshots] + ([EpochCheckpoint(resume_path)] if resume_path else []),
         "enable_checkpointing": False,  # the per-member snapshots are the checkpoints
         "enable_progress_bar": progress,
         "enable_model_summary": False,
@@ -255,11 +255,9 @@ def fit_ensemble(
         "log_every_n_steps": 1,  # one log line per block of steps
         "logger": TensorBoardLogger(log_dir, name="logs", version="") if log_dir else False,
     }
+    options["callbacks"] += trainer_kwargs.pop("callbacks", None) or []
     options.update(trainer_kwargs)
-    if trainer_kwargs.get("callbacks"):
-        options["callbacks"] = [*options_callbacks(snapshots, resume_path), *trainer_kwargs["callbacks"]]
     checkpoint = resume_path if resume_path is not None and resume_path.is_file() else None
-    resumed_from = read_fit_checkpoint(checkpoint, ensemble)[0] if checkpoint else None
     with lightning_info_silenced(not progress), warnings.catch_warnings():
         # Lightning 2.6 + torch 2.13 warn about a deprecated pytree API inside Lightning itself.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -271,12 +269,7 @@ def fit_ensemble(
         best_epochs=list(tracker.best_epoch),
         stopped_early=tracker.should_stop,
         global_rank_zero=trainer.is_global_zero,
-        resumed_from_epoch=resumed_from,
     )
-
-
-def options_callbacks(snapshots: MemberSnapshots, resume_path: Path | None) -> list[L.Callback]:
-    return [snapshots] + ([EpochCheckpoint(resume_path)] if resume_path else [])
 
 
 def read_fit_checkpoint(path: Path, ensemble: GaussianEnsemble) -> tuple[int | None, str]:
@@ -288,6 +281,6 @@ def read_fit_checkpoint(path: Path, ensemble: GaussianEnsemble) -> tuple[int | N
         expected = ensemble.state_dict()
         if weights.keys() != expected.keys() or any(weights[n].shape != expected[n].shape for n in expected):
             return None, "its weights do not match this ensemble"
-        return int(checkpoint["epoch"]) + 1, ""
+        return epochs_done(checkpoint), ""
     except Exception as error:  # a damaged or foreign file: the fit starts again, saying why
         return None, f"unreadable: {type(error).__name__}: {error}"

@@ -119,7 +119,7 @@ class DynamicsService:
         normalizer = split.input_normalizer()
         ensemble.set_input_normalization(normalizer.mean, normalizer.std)
         with artifacts.staging(key) as folder:
-            resume_path = fit_checkpoint_to_use(artifacts, key, ensemble, fresh=retrain)
+            resume_path, resumed_after = fit_checkpoint_to_use(artifacts, key, ensemble, fresh=retrain)
             started = time.perf_counter()
             result = fit_ensemble(
                 ensemble, split, config, progress, log_dir=str(folder), resume_path=resume_path, **trainer_kwargs
@@ -132,6 +132,7 @@ class DynamicsService:
             meta = _metadata(
                 key, data, config, termination, elites, quality, train_seconds, result, len(split.train_inputs)
             )
+            meta["metrics"]["resumed_after_epoch"] = resumed_after
             service = cls(ensemble, meta, artifacts)
             meta["disagreement_stats"] = service._dataset_disagreement(data)
             if result.global_rank_zero:
@@ -330,21 +331,23 @@ class DynamicsService:
 # --------------------------------------------------------------------------- helpers
 
 
-def fit_checkpoint_to_use(artifacts: ArtifactStore, key: str, ensemble: GaussianEnsemble, fresh: bool) -> Path:
-    """The fit checkpoint path of ``key``, after saying that the fit resumes from it (or, when it cannot be
-    used or ``fresh`` asks for a new fit, deleting it)."""
+def fit_checkpoint_to_use(
+    artifacts: ArtifactStore, key: str, ensemble: GaussianEnsemble, fresh: bool
+) -> tuple[Path, int | None]:
+    """The fit checkpoint path of ``key`` and the epochs it has done (None: the fit starts from scratch), after
+    saying that the fit resumes from it (or, when it cannot be used or ``fresh`` asks for a new fit, deleting it)."""
     from dynamics.lightning_module import read_fit_checkpoint
 
     path = artifacts.fit_checkpoint(key)
     if not path.is_file():
-        return path
+        return path, None
     epochs, problem = (None, "a new fit was asked for (--retrain)") if fresh else read_fit_checkpoint(path, ensemble)
     if epochs is None:
         print(f"dynamics model {key}: not resuming from {path} ({problem}); training from the start")
         path.unlink(missing_ok=True)
     else:
         print(f"dynamics model {key}: resuming the interrupted fit after epoch {epochs} ({path})")
-    return path
+    return path, epochs
 
 
 def _build_ensemble(config: DynamicsConfig, obs_dim: int, act_dim: int, terminal_head: bool) -> GaussianEnsemble:
@@ -403,7 +406,6 @@ def _metadata(key, data, config, termination, elites, quality, train_seconds, re
             "train_seconds": train_seconds,
             "epochs": result.epochs,
             "stopped_early": result.stopped_early,
-            "resumed_after_epoch": result.resumed_from_epoch,
             "best_epoch_per_member": result.best_epochs,
             "train_transitions": n_train,
             "holdout_transitions": quality["holdout_transitions"],

@@ -203,7 +203,7 @@ def penalty_table(data: ReportData) -> Table:
                     fmt(ratio, 2),
                     fmt(trace.model_reward[-1], 3),
                     fmt(trace.penalty[-1], 3),
-                    fmt(trace.mean_entropy_bonus, 3) if trace.mean_entropy_bonus is not None else "n/a",
+                    fmt(trace.mean_entropy_bonus, 3),
                 )
             )
     headers = (
