@@ -56,7 +56,8 @@ def critic_value(learner: Any, state: torch.Tensor, action: torch.Tensor) -> flo
         return None
     with torch.no_grad():
         values = critic(learner.observation_normalizer(state), learner.action_scaler.to_unit(action))
-    return float(values.min(dim=0).values[0])
+    # in the environment's reward units (IQL and CQL may learn on rewards x 1000 / return range)
+    return float(values.min(dim=0).values[0]) / float(getattr(learner, "reward_scale", 1.0))
 
 
 def add_returns_to_go(steps: list[dict[str, Any]], gamma: float) -> None:

@@ -193,3 +193,12 @@ def test_cql_scales_rewards_on_hopper_medium_only_as_corl_does():
     assert resolve_algo_config("cql", "hopper/medium-v0")["learner"]["scale_rewards_by_return_range"] is True
     for other in ("hopper/medium-replay-v0", "halfcheetah/medium-v0"):
         assert resolve_algo_config("cql", other)["learner"]["scale_rewards_by_return_range"] is False
+
+
+def test_morel_rollouts_are_long_enough_to_reach_a_fall_with_mopos_rows_per_generation():
+    # configs/morel.yaml: 25-step branches (5-step ones let MOReL stand still on hopper-medium: the fall takes ~20
+    # steps, so the critic never saw it), from a fifth of MOPO's starts, so a generation has as many rows.
+    morel = resolve_algo_config("morel", "hopper/medium-v0")["rollouts"]
+    mopo = resolve_algo_config("mopo", "hopper/medium-v0")["rollouts"]
+    assert morel["horizon"] == 25 and morel["batch_size"] == 10_000
+    assert morel["horizon"] * morel["batch_size"] == mopo["horizon"] * mopo["batch_size"]

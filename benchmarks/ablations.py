@@ -1,0 +1,132 @@
+"""Single-setting ablations beside the quality grid (not a test): the runs behind the README's findings.
+
+Each ablation is one learner on one of ``benchmarks/quality.py``'s datasets, at the grid's budget and with its
+dynamics model, with a few settings changed by ``--set``. This script trains the missing ones (``mbrl train``,
+resumable), checks that every run's recorded config holds the settings it claims, and writes
+``benchmarks/results/quality_ablations.json``:
+
+    MINARI_DATASETS_PATH=... python benchmarks/ablations.py --runs-dir runs/ablations          # train and collect
+    python benchmarks/ablations.py --runs-dir runs/ablations --report-only                     # collect only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# this folder holds a dynamics.py benchmark that would shadow the `dynamics` package
+sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+from mbrl_core.config import parse_overrides
+from workflows.runs import is_finished, read_eval, read_run_config
+
+RESULTS = Path(__file__).resolve().parent / "results" / "quality_ablations.json"
+STEPS = 30_000
+# MOReL's rollouts before session 5 (configs/morel.yaml then): 5-step branches from 50,000 starts.
+MOREL_HORIZON_5 = ("rollouts.horizon=5", "rollouts.batch_size=50000")
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    algo: str
+    dataset: str
+    settings: tuple[str, ...]
+    question: str
+
+    def command(self) -> list[str]:
+        sets = [part for setting in self.settings for part in ("--set", setting)]
+        head = ["mbrl", "train", "--algo", self.algo, "--dataset", self.dataset, "--steps", str(STEPS)]
+        return [*head, "--seed", "0", *sets, "--device", "cpu"]
+
+
+ABLATIONS = (
+    Ablation(
+        "mopo-halfcheetah_medium-replay-penalty0.1-s0",
+        "mopo",
+        "halfcheetah/medium-replay-v0",
+        ("penalty=0.1",),
+        "Is MOPO's low HalfCheetah medium-replay score its penalty (the source's 0.5 against 0.1)?",
+    ),
+    Ablation(
+        "morel-hopper_medium-pessimism10-s0",
+        "morel",
+        "hopper/medium-v0",
+        ("pessimism_coef=10", *MOREL_HORIZON_5),
+        "Is MOReL's collapse on Hopper medium weak HALT (coefficient 3 against 10)?",
+    ),
+    *(
+        Ablation(
+            f"morel-{dataset.replace('/', '_').removesuffix('-v0')}-horizon{horizon}-s0",
+            "morel",
+            dataset,
+            settings,
+            "MOReL with 5-step branches (the default before session 5) against 25-step ones (the default now)",
+        )
+        for dataset in ("hopper/medium-v0", "hopper/medium-replay-v0", "halfcheetah/medium-replay-v0")
+        for horizon, settings in ((5, MOREL_HORIZON_5), (25, ("rollouts.horizon=25", "rollouts.batch_size=10000")))
+        if not (horizon == 25 and dataset != "hopper/medium-v0")  # those are the quality grid's own cells
+    ),
+)
+
+
+def check_settings(run: Path, ablation: Ablation) -> None:
+    """The run's config.yaml must hold every setting the ablation claims (a run trained otherwise is refused)."""
+    config = read_run_config(run)
+    for section, values in parse_overrides(ablation.settings).items():
+        for name, value in values.items():
+            recorded = config.get(section, {}).get(name)
+            if recorded != value:
+                sys.exit(f"{run}: {section}.{name} is {recorded!r}, the ablation says {value!r}")
+
+
+def train(runs_dir: Path, ablation: Ablation) -> None:
+    run = runs_dir / ablation.name
+    resume = ["--resume"] if run.exists() else []
+    command = ablation.command() + ["--runs-dir", str(runs_dir), "--name", ablation.name, "--no-progress", *resume]
+    print("$ " + " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def result(run: Path, ablation: Ablation) -> dict[str, Any]:
+    evaluation = read_eval(run)
+    return {
+        "question": ablation.question,
+        "command": " ".join(ablation.command()),
+        "final_normalized_score": evaluation["final"]["normalized_score"],
+        "final_return_mean": evaluation["final"]["return_mean"],
+        "history": [[entry["step"], entry["normalized_score"]] for entry in evaluation.get("history", [])],
+        "train_seconds": evaluation.get("train_seconds"),
+        "dynamics": evaluation.get("dynamics"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs-dir", type=Path, required=True, help="where the ablation runs are (or go)")
+    parser.add_argument("--report-only", action="store_true", help="collect finished runs, train nothing")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    results: dict[str, Any] = {}
+    for ablation in ABLATIONS:
+        run = args.runs_dir / ablation.name
+        if not args.report_only and not is_finished(run):
+            train(args.runs_dir, ablation)
+        if not is_finished(run):
+            print(f"{ablation.name}: not finished, left out")
+            continue
+        check_settings(run, ablation)
+        results[ablation.name] = result(run, ablation)
+        print(f"{ablation.name}: final normalized score {results[ablation.name]['final_normalized_score']:.1f}")
+    what = "single-setting ablations beside the quality grid (same datasets, dynamics models and budget as its runs)"
+    args.out.write_text(json.dumps({"what": what, "steps": STEPS, "runs": results}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
