@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dynamics.service import DynamicsService
-from mbrl_core.config import build_config, resolve_algo_config
+from mbrl_core.config import build_config, merge, resolve_algo_config
 from mbrl_core.data import load_dataset, load_minari
 from mbrl_core.device import select_device
 from mbrl_core.errors import ConfigError
@@ -45,7 +45,7 @@ from workflows.executors import GridExecutor, check_executor_options, current_pr
 from workflows.grid_progress import EpochReporter, GridProgress
 from workflows.remote_runs import readable_copy, upload_files, without_heavy_parts, working_copy
 from workflows.report import ReportData, score_of, write_report
-from workflows.runs import is_finished, read_eval, train_run
+from workflows.runs import changed_settings, is_finished, read_eval, recorded_config, train_run
 
 COMPARE_FILE = "compare.json"
 RUNS_SUBDIR = "runs"
@@ -177,6 +177,28 @@ def check_config(algo: str, dataset_id: str, overrides: dict[str, Any]) -> tuple
     build_config(get_learner(algo).config_cls, config.get("learner"), f"{algo}.learner")
     trainer = build_config(TrainerConfig, config.get("trainer"), f"{algo}.trainer")
     return trainer.eval_every, trainer.eval_episodes
+
+
+def refuse_changed_runs(spec: CompareSpec, folder: Folder, tasks: Sequence[RunTask]) -> None:
+    """A grid whose runs were started under other settings (configs/ or --set changed since) would mix them in one
+    report, finished runs skipped and interrupted ones resumed with their old config: refuse it, naming each change."""
+    stale = []
+    for task in tasks:
+        recorded = recorded_config(run_folder(folder, task.name))
+        if recorded is None:
+            continue
+        explicit = {"trainer": {"seed": task.seed, "steps": spec.steps}}
+        changes = changed_settings(
+            recorded, resolve_algo_config(task.algo, task.dataset_id, merge(spec.overrides, explicit))
+        )
+        if changes:
+            stale.append(f"{task.name}: {', '.join(changes)}")
+    if stale:
+        raise ConfigError(
+            f"compare '{spec.name}': {len(stale)} run(s) in {folder} were started with other settings than this grid "
+            f"gives them now ({'; '.join(stale)}). Start a new grid with --name, or move those run folders away to "
+            "train them again with the current settings."
+        )
 
 
 def plan_dynamics(spec: CompareSpec, tasks: Sequence[RunTask]) -> dict[str, list[DynamicsTask]]:
@@ -334,6 +356,7 @@ def run_compare(
     locate(runs_dir)  # a URL whose filesystem is not installed stops here, before any dataset is read
     tasks = plan_runs(spec)
     execution = {"executor": executor, "address": address, "cpus_per_run": cpus_per_run}
+    refuse_changed_runs(spec, compare_folder(runs_dir, spec.name), tasks)  # before the folder's record changes
     folder = prepare_folder(spec, runs_dir, dynamics_store, execution)
     outcome = CompareOutcome(folder)
     todo = [task for task in tasks if not is_finished(run_folder(folder, task.name))]

@@ -467,6 +467,39 @@ def is_finished(run_dir: str | Path | Location) -> bool:
         return False
 
 
+# The config sections that decide what a run learns, and the trainer keys that only decide how it is kept or shown.
+RESULT_SECTIONS = ("learner", "trainer", "rollouts", "dynamics")
+BOOKKEEPING_TRAINER_KEYS = frozenset({"device", "checkpoint_every", "checkpoint_minutes", "log_every"})
+
+
+def recorded_config(run_dir: str | Path | Location) -> dict[str, Any] | None:
+    """The config.yaml a run folder (path, URL or place on a store) recorded when it started; None before that."""
+    folder = run_dir if isinstance(run_dir, Location) else locate(run_dir)
+    path = folder.child("config.yaml")
+    if not path.exists():
+        return None
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ArtifactError(f"{path} is damaged ({error})") from error
+    return config if isinstance(config, dict) else None
+
+
+def changed_settings(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``section.key recorded -> current`` for each setting that decides what a run learns and differs."""
+    changes = []
+    for section in RESULT_SECTIONS:
+        old, new = recorded.get(section) or {}, current.get(section) or {}
+        for key in sorted(set(old) | set(new)):
+            if section == "trainer" and key in BOOKKEEPING_TRAINER_KEYS:
+                continue
+            if old.get(key) != new.get(key):
+                before = old[key] if key in old else "(not recorded)"
+                after = new[key] if key in new else "(no longer set)"
+                changes.append(f"{section}.{key} {before} -> {after}")
+    return changes
+
+
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     """A run's config.yaml, refused in one line when it is not a run's config."""
     path = Path(run_dir) / "config.yaml"

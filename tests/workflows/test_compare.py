@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from mbrl_core.atomic import save_yaml
+from mbrl_core.config import read_yaml
 from mbrl_core.errors import ConfigError
 from workflows.compare import RUNS_SUBDIR, CompareSpec, report_compare, run_compare
 from workflows.embedded import DEFAULT_DATASET_ID
@@ -156,6 +158,31 @@ def test_a_compare_folder_keeps_its_budget(grid, small_dataset_id, store):
     )
     with pytest.raises(ConfigError, match="steps"):
         run_compare(changed, runs_dir=runs_dir, dynamics_store=store)
+
+
+def test_runs_started_under_other_settings_are_refused_not_mixed(grid, small_dataset_id, store, tmp_path):
+    # As after a change to configs/<algo>.yaml: the grid would skip a finished run and resume an interrupted
+    # one with their old settings, and report them beside runs trained with the new ones.
+    outcome, _ = grid
+    folder = tmp_path / outcome.folder.name
+    shutil.copytree(outcome.folder, folder)
+    runs = folder / RUNS_SUBDIR
+    finished, interrupted = "mopo-test_invertedpendulum_noisy-v0-s0", "bc-test_invertedpendulum_noisy-v0-s1"
+    (runs / interrupted / "eval.json").unlink()
+    for name, section, key, old in ((finished, "rollouts", "horizon", 5), (interrupted, "learner", "actor_lr", 0.1)):
+        config = read_yaml(runs / name / "config.yaml")
+        config[section][key] = old
+        save_yaml(config, runs / name / "config.yaml")
+    record = (folder / "compare.json").read_text()
+
+    with pytest.raises(ConfigError) as refused:
+        run_compare(spec_for(small_dataset_id, "tiny"), runs_dir=tmp_path, dynamics_store=store)
+    message = str(refused.value)
+    assert f"{finished}: rollouts.horizon 5 -> 2" in message
+    assert f"{interrupted}: learner.actor_lr 0.1 -> 0.0003" in message
+    assert "2 run(s)" in message and "--name" in message
+    assert not (runs / interrupted / "eval.json").exists()  # nothing trained
+    assert (folder / "compare.json").read_text() == record
 
 
 def test_unknown_algorithm_is_refused_before_training(small_dataset_id, tmp_path):
