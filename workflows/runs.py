@@ -486,10 +486,11 @@ def recorded_config(run_dir: str | Path | Location) -> dict[str, Any] | None:
 
 
 def changed_settings(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``section.key recorded -> current`` for each setting that decides what a run learns and differs."""
+    """``section.key recorded -> current`` for each setting that decides what a run learns and differs (a section
+    the run did not record at all, as in a hand-made run folder, is not compared)."""
     changes = []
-    for section in RESULT_SECTIONS:
-        old, new = recorded.get(section) or {}, current.get(section) or {}
+    for section in (section for section in RESULT_SECTIONS if section in recorded):
+        old, new = recorded[section] or {}, current.get(section) or {}
         for key in sorted(set(old) | set(new)):
             if section == "trainer" and key in BOOKKEEPING_TRAINER_KEYS:
                 continue
