@@ -45,7 +45,7 @@ from workflows.executors import GridExecutor, check_executor_options, current_pr
 from workflows.grid_progress import EpochReporter, GridProgress
 from workflows.remote_runs import readable_copy, upload_files, without_heavy_parts, working_copy
 from workflows.report import ReportData, score_of, write_report
-from workflows.runs import changed_settings, is_finished, read_eval, recorded_config, train_run
+from workflows.runs import changed_settings, is_finished, read_eval, recorded_config, train_run, trainer_overrides
 
 COMPARE_FILE = "compare.json"
 RUNS_SUBDIR = "runs"
@@ -187,7 +187,7 @@ def refuse_changed_runs(spec: CompareSpec, folder: Folder, tasks: Sequence[RunTa
         recorded = recorded_config(run_folder(folder, task.name))
         if recorded is None:
             continue
-        explicit = {"trainer": {"seed": task.seed, "steps": spec.steps}}
+        explicit = {"trainer": trainer_overrides(task.seed, spec.steps)}  # the device only decides where it runs
         changes = changed_settings(
             recorded, resolve_algo_config(task.algo, task.dataset_id, merge(spec.overrides, explicit))
         )

@@ -32,7 +32,7 @@ import yaml
 from dynamics.config import dynamics_per_dataset
 from dynamics.rollouts import RolloutConfig
 from mbrl_core.atomic import load_torch, remove_stale_temporaries, save_json, save_text, save_torch, save_yaml
-from mbrl_core.config import build_config, merge, read_yaml, resolve_run_config
+from mbrl_core.config import build_config, merge, resolve_run_config
 from mbrl_core.data import DatasetInfo, TransitionData, load_dataset
 from mbrl_core.device import select_device
 from mbrl_core.errors import ArtifactError, ConfigError
@@ -287,7 +287,6 @@ def check_run_folder(run_dir: Path, algo: str, resume: bool) -> None:
 def check_run_contents(where: str, entries: list[str], folder: Path | Location, algo: str, resume: bool) -> None:
     """:func:`check_run_folder` for the run ``folder`` (a path or a place on a store, shown as ``where``)
     holding ``entries``."""
-    config_file = folder / "config.yaml" if isinstance(folder, Path) else folder.child("config.yaml")
     if not resume:
         if not entries:
             return
@@ -302,29 +301,25 @@ def check_run_contents(where: str, entries: list[str], folder: Path | Location, 
         )
     if "config.yaml" not in entries:
         return  # nothing was recorded yet: the run starts
-    recorded_algo = _read_config(config_file).get("algo")
+    recorded_algo = (recorded_config(folder) or {}).get("algo")
     if not recorded_algo:
-        raise ConfigError(f"{config_file} records no algo: it is not a run's config")
+        raise ConfigError(f"{config_file(folder)} records no algo: it is not a run's config")
     if recorded_algo != algo:
         raise ConfigError(f"{where} is a {recorded_algo} run; resume it with --algo {recorded_algo}, not {algo}")
 
 
-def _read_config(config_file: Path | Location) -> dict[str, Any]:
-    if isinstance(config_file, Path):
-        return read_yaml(config_file)
-    try:
-        recorded = yaml.safe_load(config_file.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{config_file} is not valid YAML: {str(error).splitlines()[0]}") from error
-    return recorded if isinstance(recorded, dict) else {}
+def trainer_overrides(seed: int, steps: int | None, device: str | None = None) -> dict[str, Any]:
+    """The trainer settings a run's own arguments (seed, steps, device) set over its configs and ``--set``."""
+    given = {"seed": seed, "steps": steps, "device": device}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _run_config(algo, dataset_id, steps, seed, device, overrides, run_dir: Path, resuming: bool) -> dict[str, Any]:
     if resuming:
-        config = read_yaml(run_dir / "config.yaml")
+        config = read_run_config(run_dir)
         print(f"per-dataset: {config.get('per_dataset', {}).get('summary', 'not recorded (an older run)')} (resumed)")
         return config
-    explicit = {"trainer": {"seed": seed, "device": device} | ({"steps": steps} if steps is not None else {})}
+    explicit = {"trainer": trainer_overrides(seed, steps, device)}
     resolved, choice = resolve_run_config(algo, dataset_id, merge(overrides or {}, explicit))
     config = {"algo": algo} | resolved
     unknown = sorted(set(config) - {"algo", "learner", "trainer", "rollouts", "dynamics"})
@@ -472,17 +467,21 @@ RESULT_SECTIONS = ("learner", "trainer", "rollouts", "dynamics")
 BOOKKEEPING_TRAINER_KEYS = frozenset({"device", "checkpoint_every", "checkpoint_minutes", "log_every"})
 
 
+def config_file(run_dir: str | Path | Location) -> Location:
+    """Where a run folder (path, URL or place on a store) keeps the config it recorded when it started."""
+    return (run_dir if isinstance(run_dir, Location) else locate(run_dir)).child("config.yaml")
+
+
 def recorded_config(run_dir: str | Path | Location) -> dict[str, Any] | None:
-    """The config.yaml a run folder (path, URL or place on a store) recorded when it started; None before that."""
-    folder = run_dir if isinstance(run_dir, Location) else locate(run_dir)
-    path = folder.child("config.yaml")
+    """The config a run folder recorded when it started; None before that, {} if the file holds no mapping."""
+    path = config_file(run_dir)
     if not path.exists():
         return None
     try:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ArtifactError(f"{path} is damaged ({error})") from error
-    return config if isinstance(config, dict) else None
+        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
+    return config if isinstance(config, dict) else {}
 
 
 def changed_settings(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -502,14 +501,13 @@ def changed_settings(recorded: dict[str, Any], current: dict[str, Any]) -> list[
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """A run's config.yaml, refused in one line when it is not a run's config."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.exists():
+    """A run's recorded config, refused in one line when the folder holds none or not a complete one."""
+    config = recorded_config(run_dir)
+    if config is None:
         raise ArtifactError(f"{run_dir} is not a run folder (no config.yaml)")
-    config = read_yaml(path)
     for key in ("algo", "dataset"):
         if key not in config:
-            raise ConfigError(f"{path} records no {key}: it is not a complete run config")
+            raise ConfigError(f"{config_file(run_dir)} records no {key}: it is not a complete run config")
     return config
 
 
