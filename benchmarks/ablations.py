@@ -80,11 +80,11 @@ ABLATIONS = (
             algo,
             "halfcheetah/medium-replay-v0",
             (),
-            "Is the budget why MOPO trails the model-free learners on HalfCheetah medium-replay, where the published"
-            " results put it far ahead? The same runs at 100,000 updates instead of 30,000",
+            "Is the budget why MOPO and MOReL trail the model-free learners on HalfCheetah medium-replay, where the"
+            " published results put MOPO far ahead? The same runs at 100,000 updates instead of 30,000",
             steps=LONG_BUDGET,
         )
-        for algo in ("td3bc", "iql", "mopo")
+        for algo in ("td3bc", "iql", "mopo", "morel")
     ),
 )
 
