@@ -79,13 +79,16 @@ ABLATIONS = (
         for horizon, settings in ((5, MOREL_HORIZON_5), (25, ("rollouts.horizon=25", "rollouts.batch_size=10000")))
         if not (horizon == 25 and dataset != "hopper/medium-v0")  # those are the quality grid's own cells
     ),
-    Ablation(
-        "morel-halfcheetah_medium-pessimism10-s0",
-        "morel",
-        "halfcheetah/medium-v0",
-        ("pessimism_coef=10",),
-        "Is MOReL's failure on HalfCheetah medium (MOPO 56.3 on the same model) a HALT threshold set by the"
-        " dataset's outliers (max disagreement / 3 = 8.3, 3.0 the median along the policy's path)?",
+    *(
+        Ablation(
+            f"morel-{dataset.replace('/', '_').removesuffix('-v0')}-pessimism10-s0",
+            "morel",
+            dataset,
+            ("pessimism_coef=10",),
+            "Is MOReL's failure on HalfCheetah (MOPO 56.3 on the same model on medium) a HALT threshold set by the"
+            " dataset's outliers (medium: max disagreement / 3 = 8.3, the median along the policy's path 3.0)?",
+        )
+        for dataset in ("halfcheetah/medium-v0", "halfcheetah/medium-replay-v0")
     ),
     *(
         Ablation(
