@@ -7,6 +7,9 @@ resumable), checks that every run's recorded config holds the settings it claims
 
     MINARI_DATASETS_PATH=... python benchmarks/ablations.py --runs-dir runs/ablations          # train and collect
     python benchmarks/ablations.py --runs-dir runs/ablations --report-only                     # collect only
+
+``--only NAME ...`` trains just those ablations; ``--keep-earlier`` keeps the entries of the existing ``--out``
+file whose runs are not here, where their dataset is shown to be the same (``quality.same_dataset``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Any
 
 # this folder holds a dynamics.py benchmark that would shadow the `dynamics` package
 sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for benchmarks.quality
 
+from benchmarks.quality import fingerprint_of, same_dataset
 from mbrl_core.config import parse_overrides
 from workflows.runs import is_finished, read_eval, read_run_config
 
@@ -140,16 +145,43 @@ def result(run: Path, ablation: Ablation) -> dict[str, Any]:
     }
 
 
+def keep_earlier(results: dict[str, Any], earlier: dict[str, Any], fingerprints: dict[str, str | None]) -> None:
+    """Copy into ``results`` the earlier entries it lacks whose dataset is shown to be the same."""
+    for ablation in ABLATIONS:
+        entry = earlier.get("runs", {}).get(ablation.name)
+        if entry is None or ablation.name in results:
+            continue
+        on_dataset = [found for name, found in earlier["runs"].items() if dataset_of(name) == ablation.dataset]
+        keys = [(found.get("dynamics") or {}).get("key") for found in on_dataset]
+        fingerprint, recorded = fingerprints[ablation.dataset], earlier.get("fingerprints", {}).get(ablation.dataset)
+        evidence = fingerprint and same_dataset(ablation.dataset, fingerprint, recorded, keys)
+        if not evidence:
+            print(f"{ablation.name}: its dataset is not shown to be the earlier one; not kept")
+            continue
+        results[ablation.name] = entry | {"kept_from_earlier_results": evidence}
+        print(f"{ablation.name}: kept from the earlier results ({evidence})")
+
+
+def dataset_of(name: str) -> str | None:
+    return next((ablation.dataset for ablation in ABLATIONS if ablation.name == name), None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs-dir", type=Path, required=True, help="where the ablation runs are (or go)")
     parser.add_argument("--report-only", action="store_true", help="collect finished runs, train nothing")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="train only these ablations")
+    parser.add_argument("--keep-earlier", action="store_true", help="keep --out's entries of runs not here")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    unknown = set(args.only or ()) - {ablation.name for ablation in ABLATIONS}
+    if unknown:
+        sys.exit(f"no such ablation: {', '.join(sorted(unknown))}")
     results: dict[str, Any] = {}
     for ablation in ABLATIONS:
         run = args.runs_dir / ablation.name
-        if not args.report_only and not is_finished(run):
+        wanted = args.only is None or ablation.name in args.only
+        if wanted and not args.report_only and not is_finished(run):
             train(args.runs_dir, ablation)
         if not is_finished(run):
             print(f"{ablation.name}: not finished, left out")
@@ -157,8 +189,13 @@ def main() -> None:
         check_settings(run, ablation)
         results[ablation.name] = result(run, ablation)
         print(f"{ablation.name}: final normalized score {results[ablation.name]['final_normalized_score']:.1f}")
+    fingerprints = {dataset: fingerprint_of(dataset) for dataset in dict.fromkeys(a.dataset for a in ABLATIONS)}
+    if args.keep_earlier and args.out.exists():
+        keep_earlier(results, json.loads(args.out.read_text()), fingerprints)
+    results = {ablation.name: results[ablation.name] for ablation in ABLATIONS if ablation.name in results}
     what = "single-setting ablations beside the quality grid (same datasets and dynamics models as its runs)"
-    args.out.write_text(json.dumps({"what": what, "grid_steps": STEPS, "runs": results}, indent=2) + "\n")
+    document = {"what": what, "grid_steps": STEPS, "fingerprints": fingerprints, "runs": results}
+    args.out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

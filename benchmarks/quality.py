@@ -18,6 +18,12 @@ Hours of CPU: start it in the background, with one seed, and add seeds later:
     python benchmarks/quality.py --seeds 1 --workers 2          # then --seeds 3 to add two more
     python benchmarks/quality.py --report-only                   # rewrite the JSON from finished runs
 
+``--keep-earlier`` keeps the cells of the existing ``--out`` file that this grid
+has no finished run for (a grid whose run folders were lost, say), but only on
+a dataset shown to be the same: its content fingerprint, recorded in the file,
+or for a file from before fingerprints, the dynamics model key of one of its
+model-based cells, which hashes the fingerprint with the dynamics settings.
+
 Datasets go to the Minari root (``MINARI_DATASETS_PATH``), runs to
 ``--runs-dir`` (default ``runs/``, not committed).
 """
@@ -41,9 +47,10 @@ sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(
 
 import torch
 
-from dynamics.artifacts import ArtifactStore
-from mbrl_core.data import local_datasets_root
-from mbrl_core.errors import ArtifactError
+from dynamics.artifacts import ArtifactStore, artifact_key
+from dynamics.config import make_dynamics_config
+from mbrl_core.data import load_dataset, local_datasets_root
+from mbrl_core.errors import ArtifactError, DatasetError
 from workflows.collect import RECORD_FILE, collection_dir
 from workflows.compare import RUNS_SUBDIR, RunTask, compare_folder
 from workflows.report import score_of
@@ -77,6 +84,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--collect-seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "quality.json"), help="the results file")
     parser.add_argument("--report-only", action="store_true", help="no training: summarize the finished runs")
+    parser.add_argument(
+        "--keep-earlier",
+        action="store_true",
+        help="keep the --out file's cells this grid has not run, where its datasets are provably the same",
+    )
     parser.add_argument(
         "--no-progress", action="store_true", help="no live display, no progress lines (else a log gets one a minute)"
     )
@@ -193,10 +205,72 @@ def summarize(args: argparse.Namespace, folder: Path, started: float) -> dict[st
         "score": "final normalized score: 100 (R - random) / (expert - random), refs from each collection",
         "d4rl_scale": "the same final returns on D4RL's reference returns (d4rl/infos.py)",
         "behaviour": {name: behaviour_record(name) for name in names},
+        "fingerprints": {dataset_id: fingerprint_of(dataset_id) for dataset_id in results},
         "results": results,
         "compare_folder": str(folder),
         "minari_root": str(local_datasets_root()),
         "this_invocation_seconds": time.perf_counter() - started,
+    }
+
+
+def fingerprint_of(dataset_id: str) -> str | None:
+    """The content fingerprint of a local dataset (None when it is not on this machine)."""
+    try:
+        return load_dataset(dataset_id, download=False).fingerprint
+    except DatasetError:
+        return None
+
+
+def same_dataset(dataset_id: str, fingerprint: str, recorded: str | None, model_keys: list[str]) -> str | None:
+    """How earlier results are shown to be on this very dataset: the ``recorded`` fingerprint, or one of the
+    dynamics ``model_keys`` their model-based runs used (a hash of the fingerprint and the dynamics settings)."""
+    if recorded == fingerprint:
+        return "same dataset fingerprint"
+    key = artifact_key(fingerprint, make_dynamics_config(None, dataset_id).to_dict())
+    if key in model_keys:
+        return f"same dynamics model key {key}"
+    return None
+
+
+def keep_earlier(results: dict[str, Any], earlier: dict[str, Any], source: str) -> int:
+    """Copy into ``results`` the earlier cells it lacks, on datasets shown to be the same, at the same budget;
+    returns how many were kept."""
+    if earlier.get("budget", {}).get("updates_per_run") != results["budget"]["updates_per_run"]:
+        print(f"--keep-earlier: {source} is at another budget; nothing kept")
+        return 0
+    kept = 0
+    for dataset_id, cells in earlier.get("results", {}).items():
+        if dataset_id not in results["results"]:  # a dataset this grid does not train: kept whole, if provably the same
+            results["results"][dataset_id] = {}
+            results["fingerprints"][dataset_id] = fingerprint_of(dataset_id)
+        missing = [algo for algo in cells if algo not in results["results"][dataset_id]]
+        if not missing:
+            continue
+        fingerprint = results["fingerprints"][dataset_id]
+        keys = [(found.get("dynamics_fit") or {}).get("key") for found in cells.values()]
+        recorded = earlier.get("fingerprints", {}).get(dataset_id)
+        evidence = None if fingerprint is None else same_dataset(dataset_id, fingerprint, recorded, keys)
+        if evidence is None:
+            print(f"--keep-earlier: {dataset_id} is not shown to be the dataset of {source}; not kept: {missing}")
+            continue
+        for algo in missing:
+            cell = dict(cells[algo])
+            cell["kept_from"] = cell.get("kept_from") or {"file": source, "command": earlier.get("command")}
+            results["results"][dataset_id][algo] = cell
+        kept += len(missing)
+        print(f"--keep-earlier: {dataset_id}: kept {', '.join(missing)} from {source} ({evidence})")
+    return kept
+
+
+def in_benchmark_order(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Datasets and learners in this benchmark's order (kept cells arrive after the grid's own)."""
+
+    def rank(name: str, order: tuple[str, ...]) -> int:
+        return order.index(name) if name in order else len(order)
+
+    return {
+        dataset_id: {algo: cells[algo] for algo in sorted(cells, key=lambda algo: rank(algo, ALGOS))}
+        for dataset_id, cells in sorted(results.items(), key=lambda item: rank(item[0], DATASETS))
     }
 
 
@@ -210,11 +284,17 @@ def main() -> None:
         compare(args, name)
     results = summarize(args, folder, started)
     out = Path(args.out)
+    kept = keep_earlier(results, json.loads(out.read_text()), out.name) if args.keep_earlier and out.exists() else 0
+    results["results"] = in_benchmark_order(results["results"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    if (folder / "report.md").exists():
-        shutil.copyfile(folder / "report.md", out.with_suffix(".md"))
-    print(f"wrote {out}" + (f" and {out.with_suffix('.md')}" if (folder / "report.md").exists() else ""))
+    print(f"wrote {out}")
+    report = folder / "report.md"
+    if kept:  # the compare report covers this grid's runs only: it would not describe the kept cells
+        print(f"{out.with_suffix('.md')} left as it was: {report} covers only the runs on this machine")
+    elif report.exists():
+        shutil.copyfile(report, out.with_suffix(".md"))
+        print(f"wrote {out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
