@@ -188,7 +188,8 @@ class EpochCheckpoint(L.Callback):
         partial = self.path.with_name(f"{self.path.name}.partial")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(partial)
+        # weights_only given: Lightning 2.6 logs a line at every save where it is left to its default
+        trainer.save_checkpoint(partial, weights_only=False)
         if trainer.is_global_zero:
             os.replace(partial, self.path)
 

@@ -53,12 +53,14 @@ def prepare_model_based_run(
     dynamics_store: str | None = None,
     retrain_dynamics: bool = False,
     rollouts_store: str | None = None,
+    progress: bool = True,
 ) -> ModelBasedSetup:
-    """Load (or train) the dynamics model and build the mixed sampler for ``algo``'s resolved ``config``."""
+    """Load (or train, with a progress bar when ``progress``) the dynamics model and build the mixed sampler
+    for ``algo``'s resolved ``config``."""
     rollouts = build_config(RolloutConfig, config.get("rollouts"), f"{algo}.rollouts")
     learner_config: Any = build_config(get_learner(algo).config_cls, config.get("learner"), f"{algo}.learner")
     service = DynamicsService.fit(
-        data, config.get("dynamics") or None, store=dynamics_store, retrain=retrain_dynamics
+        data, config.get("dynamics") or None, store=dynamics_store, retrain=retrain_dynamics, progress=progress
     ).to(device)
     service.check_compatible(data)
     halting = halting_rule(algo, learner_config, service)

@@ -219,6 +219,7 @@ def _train_locked(run_dir: Path, entry: LearnerEntry, request: RunRequest) -> Pa
         request.dynamics_store,
         context,
         request.rollouts_store,
+        progress=request.progress,
     )
     save_torch(context_state(context), run_dir / "context.pt")
     learner = entry.learner_cls(learner_config, context)
@@ -348,8 +349,9 @@ def _check_same_dataset(config: dict, data: TransitionData, run_dir: Path, resum
 
 
 def _make_sampler(
-    algo, entry, data, config, trainer_config, run_dir, device, rollouts, dynamics_store, context, rollouts_store
-):
+    algo, entry, data, config, trainer_config, run_dir, device, rollouts, dynamics_store, context, rollouts_store,
+    progress=True,
+):  # fmt: skip
     if not entry.model_based:
         if rollouts:
             raise ConfigError(f"--rollouts is for model-based algorithms; '{algo}' trains on the real dataset only")
@@ -364,6 +366,7 @@ def _make_sampler(
         rollouts_path=rollouts,
         dynamics_store=dynamics_store,
         rollouts_store=rollouts_store,
+        progress=progress,
     )
     context.extras.update(setup.context_extras)
     return setup.sampler, setup.dynamics_info
