@@ -10,8 +10,8 @@
    resumes too, and a larger ``--seeds`` later adds only the new seeds.
 3. Writes ``benchmarks/results/quality.json`` (per dataset x learner: the final
    normalized score of each seed, mean, sample std, number of seeds, budget,
-   behaviour budget, wall-clock) and copies the compare report's markdown to
-   ``benchmarks/results/quality.md``.
+   behaviour budget, wall-clock), draws it as ``quality.png`` (``quality_plot.py``)
+   and copies the compare report's markdown to ``benchmarks/results/quality.md``.
 
 Hours of CPU: start it in the background, with one seed, and add seeds later:
 
@@ -44,9 +44,11 @@ from typing import Any
 
 # this folder holds a dynamics.py benchmark that would shadow the `dynamics` package
 sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for benchmarks.quality_plot
 
 import torch
 
+from benchmarks.quality_plot import plot_quality
 from dynamics.artifacts import ArtifactStore, artifact_key
 from dynamics.config import make_dynamics_config
 from mbrl_core.data import load_dataset, local_datasets_root
@@ -144,6 +146,7 @@ def behaviour_record(name: str) -> dict[str, Any]:
         "ref_min_score": record.get("ref_min_score"),
         "ref_max_score": record.get("ref_max_score"),
         "medium_checkpoint_step": record.get("medium", {}).get("step"),
+        "medium_return": record.get("medium", {}).get("return_mean"),
         "datasets": {entry["dataset_id"]: entry["transitions"] for entry in record.get("datasets", {}).values()},
         "status": record["status"],
     }
@@ -288,7 +291,7 @@ def main() -> None:
     results["results"] = in_benchmark_order(results["results"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {out} and {plot_quality(results, out.with_suffix('.png'))}")
     report = folder / "report.md"
     if kept:  # the compare report covers this grid's runs only: it would not describe the kept cells
         print(f"{out.with_suffix('.md')} left as it was: {report} covers only the runs on this machine")
