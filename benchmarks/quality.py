@@ -194,8 +194,17 @@ def d4rl_scale(name: str, mean_return: float) -> float:
     return 100.0 * (mean_return - low) / (high - low)
 
 
+def read_grid(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """The grid's compare.json; with --keep-earlier and no grid here yet, an empty grid of the asked datasets."""
+    if (folder / "compare.json").exists():
+        return json.loads((folder / "compare.json").read_text())
+    if not args.keep_earlier:
+        sys.exit(f"no grid at {folder}: train one (without --report-only), or keep earlier cells with --keep-earlier")
+    return {"datasets": args.datasets, "algos": [], "seeds": [], "steps": args.steps, "overrides": {}}
+
+
 def summarize(args: argparse.Namespace, folder: Path, started: float) -> dict[str, Any]:
-    grid = json.loads((folder / "compare.json").read_text())
+    grid = read_grid(args, folder)
     names = dict.fromkeys(collection_name(dataset_id) for dataset_id in grid["datasets"])
     results = {
         dataset_id: {algo: found for algo in grid["algos"] if (found := cell(folder, algo, dataset_id, grid["seeds"]))}
@@ -244,8 +253,13 @@ def keep_earlier(results: dict[str, Any], earlier: dict[str, Any], source: str) 
     kept = 0
     for dataset_id, cells in earlier.get("results", {}).items():
         if dataset_id not in results["results"]:  # a dataset this grid does not train: kept whole, if provably the same
+            if fingerprint_of(dataset_id) is None:
+                print(f"--keep-earlier: {dataset_id} is not on this machine; its cells are not kept")
+                continue
             results["results"][dataset_id] = {}
             results["fingerprints"][dataset_id] = fingerprint_of(dataset_id)
+            name = collection_name(dataset_id)
+            results["behaviour"].setdefault(name, behaviour_record(name))
         missing = [algo for algo in cells if algo not in results["results"][dataset_id]]
         if not missing:
             continue
@@ -291,7 +305,7 @@ def main() -> None:
     results["results"] = in_benchmark_order(results["results"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out} and {plot_quality(results, out.with_suffix('.png'))}")
+    print(f"wrote {out} and {plot_quality(results, out.with_suffix('.png'), ALGOS)}")
     report = folder / "report.md"
     if kept:  # the compare report covers this grid's runs only: it would not describe the kept cells
         print(f"{out.with_suffix('.md')} left as it was: {report} covers only the runs on this machine")

@@ -52,10 +52,11 @@ def draw_dataset(axes, dataset_id: str, cells: dict[str, Any], algos: list[str],
     axes.set_ylim(min(0.0, *means) - 2, max(means, default=10.0) * 1.2 + 3)
 
 
-def plot_quality(results: dict[str, Any], path: Path) -> Path:
-    """Draw ``results`` (quality.py's JSON document) to ``path``."""
+def plot_quality(results: dict[str, Any], path: Path, learners: tuple[str, ...] = ()) -> Path:
+    """Draw ``results`` (quality.py's JSON document) to ``path``: a bar for each of ``learners`` ("not run"
+    where it has no cell) and for every other learner with a cell."""
     datasets = list(results["results"])
-    algos = list(dict.fromkeys(algo for cells in results["results"].values() for algo in cells))
+    algos = list(dict.fromkeys([*learners, *(algo for cells in results["results"].values() for algo in cells)]))
     algos = [algo for algo in MODEL_BASED if algo in algos] + [algo for algo in algos if algo not in MODEL_BASED]
     figure, panels = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 4.0), squeeze=False)
     for axes, dataset_id in zip(panels[0], datasets):
