@@ -253,11 +253,12 @@ def keep_earlier(results: dict[str, Any], earlier: dict[str, Any], source: str) 
     kept = 0
     for dataset_id, cells in earlier.get("results", {}).items():
         if dataset_id not in results["results"]:  # a dataset this grid does not train: kept whole, if provably the same
-            if fingerprint_of(dataset_id) is None:
+            local = fingerprint_of(dataset_id)  # loads the whole dataset: once
+            if local is None:
                 print(f"--keep-earlier: {dataset_id} is not on this machine; its cells are not kept")
                 continue
             results["results"][dataset_id] = {}
-            results["fingerprints"][dataset_id] = fingerprint_of(dataset_id)
+            results["fingerprints"][dataset_id] = local
             name = collection_name(dataset_id)
             results["behaviour"].setdefault(name, behaviour_record(name))
         missing = [algo for algo in cells if algo not in results["results"][dataset_id]]

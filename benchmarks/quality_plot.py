@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-MODEL_BASED = ("mopo", "morel", "combo")
+from policies.registry import get_learner  # noqa: E402
+
 COLOURS = {"model-based": "#2a7ab0", "model-free": "#b0b0b0"}
 MEDIUM_LINE = "#c04040"
 
@@ -36,7 +37,7 @@ def draw_dataset(axes, dataset_id: str, cells: dict[str, Any], algos: list[str],
         if cell is None:
             axes.text(position, 1, "not run", rotation=90, ha="center", va="bottom", fontsize=8, color="#777777")
             continue
-        family = "model-based" if algo in MODEL_BASED else "model-free"
+        family = "model-based" if get_learner(algo).model_based else "model-free"
         spread = {"yerr": cell["std"], "capsize": 3} if cell["std"] else {}
         axes.bar(position, cell["mean"], color=COLOURS[family], **spread)
         label = f"{cell['mean']:.1f}\n(n={cell['seeds']})"
@@ -57,7 +58,7 @@ def plot_quality(results: dict[str, Any], path: Path, learners: tuple[str, ...] 
     where it has no cell) and for every other learner with a cell."""
     datasets = list(results["results"])
     algos = list(dict.fromkeys([*learners, *(algo for cells in results["results"].values() for algo in cells)]))
-    algos = [algo for algo in MODEL_BASED if algo in algos] + [algo for algo in algos if algo not in MODEL_BASED]
+    algos = sorted(algos, key=lambda algo: not get_learner(algo).model_based)  # model-based first, order kept
     figure, panels = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 4.0), squeeze=False)
     for axes, dataset_id in zip(panels[0], datasets):
         behaviour = results["behaviour"][dataset_id.split("/")[0]]

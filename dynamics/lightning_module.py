@@ -188,7 +188,9 @@ class EpochCheckpoint(L.Callback):
         partial = self.path.with_name(f"{self.path.name}.partial")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        # weights_only given: Lightning 2.6 logs a line at every save where it is left to its default
+        # weights_only=False saves the whole fit state (optimizer, loops) for a bit-exact resume; given explicitly
+        # because Lightning 2.6 logs a line at every save where it is left to its default. Loading is guarded:
+        # read_fit_checkpoint opens the file with torch.load(weights_only=True) before Lightning restores it.
         trainer.save_checkpoint(partial, weights_only=False)
         if trainer.is_global_zero:
             os.replace(partial, self.path)
