@@ -45,7 +45,15 @@ from workflows.executors import GridExecutor, check_executor_options, current_pr
 from workflows.grid_progress import EpochReporter, GridProgress
 from workflows.remote_runs import readable_copy, upload_files, without_heavy_parts, working_copy
 from workflows.report import ReportData, score_of, write_report
-from workflows.runs import changed_settings, is_finished, read_eval, recorded_config, train_run, trainer_overrides
+from workflows.runs import (
+    changed_settings,
+    check_folder_name,
+    is_finished,
+    read_eval,
+    recorded_config,
+    train_run,
+    trainer_overrides,
+)
 
 COMPARE_FILE = "compare.json"
 RUNS_SUBDIR = "runs"
@@ -66,6 +74,7 @@ class CompareSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_folder_name(self.name, "compare name")
         for what in ("datasets", "algos", "seeds"):
             values = getattr(self, what)
             if not values:

@@ -53,6 +53,18 @@ def default_run_name(algo: str, dataset_id: str, seed: int) -> str:
     return f"{algo}-{dataset_id.replace('/', '_')}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+FOLDER_NAME_MAX = 200
+
+
+def check_folder_name(name: str, what: str) -> str:
+    """Refuse a run or compare name that is not one plain folder name (``../x`` would write outside ``runs``)."""
+    if not name or name in (".", "..") or any(sep in name for sep in ("/", "\\", "\0")):
+        raise ConfigError(f"{what} {name!r} must be one folder name: not empty, no '/' or '\\', not '.' or '..'")
+    if len(name) > FOLDER_NAME_MAX:
+        raise ConfigError(f"{what} is {len(name)} characters long; at most {FOLDER_NAME_MAX}")
+    return name
+
+
 # ---------------------------------------------------------------- dataset facts kept with a run
 
 
@@ -128,7 +140,7 @@ def train_run(
     starts). Without it, an existing run folder is refused: nothing is ever overwritten.
     The run folder is locked while it trains: a second process writing it is refused.
     """
-    name = run_name or default_run_name(algo, dataset_id, seed)
+    name = check_folder_name(run_name, "run name") if run_name is not None else default_run_name(algo, dataset_id, seed)
     request = RunRequest(algo, dataset_id, steps, seed, overrides, resume, device, dynamics_store, rollouts, progress)
     if is_url(str(runs_dir)):
         return _train_remote(RemoteRun(locate(str(runs_dir)).child(name)), request)

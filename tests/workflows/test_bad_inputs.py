@@ -143,14 +143,29 @@ TRAIN_CASES = [
     ("real fraction above 1", "mopo", ["--set", "rollouts.real_fraction=2"], "real_fraction must be at most 1.0"),
     ("bogus device", "bc", ["--device", "bogus"], "unknown device 'bogus'"),
     ("runs dir that is a file", "bc", ["--runs-dir", "{file}"], "is a file, not a folder"),
+    ("name leaving the runs folder", "bc", ["--name", "../escaped"], "--name '../escaped' must be one folder name"),
+    ("name with a subfolder", "bc", ["--name", "a/b"], "--name 'a/b' must be one folder name"),
+    ("empty name", "bc", ["--name", ""], "--name '' must be one folder name"),
+    ("name '..'", "bc", ["--name", "..", "--resume"], "--name '..' must be one folder name"),
 ]
 
 
 @pytest.mark.parametrize("case, algo, extra, fragment", TRAIN_CASES, ids=[case[0] for case in TRAIN_CASES])
 def test_bad_train_input_is_refused_in_one_line(capsys, earlier, case, algo, extra, fragment):
     before = sorted(path.name for path in earlier["runs"].iterdir())
+    outside = sorted(path.name for path in earlier["runs"].parent.iterdir())
     refused(capsys, train_args(earlier, *extra, algo=algo), fragment)
     assert sorted(path.name for path in earlier["runs"].iterdir()) == before  # no stray run folder either
+    assert sorted(path.name for path in earlier["runs"].parent.iterdir()) == outside  # nor one beside it
+
+
+@pytest.mark.parametrize("command", ["compare", "quickstart"])
+def test_zero_seeds_are_refused_before_anything_is_written(capsys, earlier, command):
+    before = sorted(path.name for path in earlier["runs"].iterdir())
+    datasets = ["--datasets", earlier["data"]] if command == "compare" else []
+    argv = [command, *datasets, "--algos", "bc", "--seeds", "0", "--steps", "10", "--out", earlier["runs"]]
+    refused(capsys, argv, "--seeds must be at least 1 (got 0)")
+    assert sorted(path.name for path in earlier["runs"].iterdir()) == before
 
 
 EVAL_CASES = [

@@ -191,6 +191,14 @@ def test_unknown_algorithm_is_refused_before_training(small_dataset_id, tmp_path
     assert not (tmp_path / "compare-bad").exists()
 
 
+@pytest.mark.parametrize("name", ["../escaped", "a/b", "", ".."])
+def test_a_compare_name_that_is_not_one_folder_name_is_refused(small_dataset_id, tmp_path, name):
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match="compare name .* must be one folder name"):
+        run_compare(spec_for(small_dataset_id, name), runs_dir=runs)
+    assert not runs.exists() and sorted(tmp_path.iterdir()) == [], "nothing is written, inside or beside runs"
+
+
 def test_workers_share_the_cores():
     executor = make_executor(2)
     try:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from mbrl_core.config import parse_overrides
+from mbrl_core.errors import ConfigError
 from workflows.commands.train import add_precision_argument, with_precision
 from workflows.compare import CompareSpec, default_name, run_compare, write_compare_report
 from workflows.executors import EXECUTORS
@@ -101,6 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_seed_count(args.seeds)
     spec = CompareSpec(
         name=args.name or default_name(args.datasets, args.steps),
         datasets=tuple(args.datasets),
@@ -110,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
         overrides=parse_overrides(with_precision(args)),
     )
     return run_grid(spec, args)
+
+
+def check_seed_count(seeds: int) -> None:
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1 (got {seeds}): it is the number of seeds, 0..N-1")
 
 
 def run_grid(spec, args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from mbrl_core.config import parse_overrides
-from workflows.commands.compare import add_grid_arguments, run_grid
+from workflows.commands.compare import add_grid_arguments, check_seed_count, run_grid
 from workflows.compare import CompareSpec
 from workflows.embedded import build_default_dataset
 
@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_seed_count(args.seeds)
     dataset_id = build_default_dataset()
     spec = CompareSpec(
         name=args.name or ("quickstart" if args.steps == STEPS else f"quickstart-{args.steps}steps"),

@@ -10,7 +10,7 @@ from mbrl_core.errors import ConfigError
 from mbrl_core.storage import is_url, locate
 from mbrl_core.trainer import PRECISIONS
 from workflows.remote_runs import working_copy
-from workflows.runs import is_finished, read_eval, runs_root, train_run
+from workflows.runs import check_folder_name, is_finished, read_eval, runs_root, train_run
 
 HELP = "train one learner (model-free or model-based) on a Minari dataset"
 
@@ -69,6 +69,8 @@ def with_precision(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.name is not None:
+        check_folder_name(args.name, "--name")
     already_finished = args.resume and _check_resumable(args)
     run_dir = train_run(
         args.algo,
