@@ -10,6 +10,7 @@ from mbrl_core.config import (
     PerDatasetChoice,
     apply_per_dataset,
     as_identity,
+    bounded,
     build_config,
     choose_per_dataset,
     config_to_dict,
@@ -27,18 +28,18 @@ PRECISION_CHOICES = ("32", "bf16")
 @dataclass
 class DynamicsConfig:
     # ensemble (mopo models/constructor.py: 7 networks, 5 elites, 4 x 200 swish)
-    ensemble_size: int = 7
+    ensemble_size: int = bounded(7, minimum=1)
     elites: int = 5
-    hidden_dim: int = 200
-    hidden_layers: int = 4
+    hidden_dim: int = bounded(200, minimum=1)
+    hidden_layers: int = bounded(4, minimum=1)
     # L2 weight decay of each layer, input to output (mopo constructor)
     weight_decays: list[float] = field(default_factory=lambda: [2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4])
     # learned soft bounds of the log-variance (mopo bnn.py: init 0.5 / -10, 0.01 penalty)
     max_logvar_init: float = 0.5
     min_logvar_init: float = -10.0
-    logvar_bound_coef: float = 0.01
+    logvar_bound_coef: float = bounded(0.01, minimum=0.0)
     learning_rate: float = 1e-3
-    batch_size: int = 256
+    batch_size: int = bounded(256, minimum=1)
     # holdout: min(holdout_ratio * N, max_holdout) transitions, drawn as contiguous
     # segments of holdout_segment steps so open-loop errors can be measured on them
     # (holdout_segment = 1 is MOPO's split of single random transitions)
@@ -48,9 +49,9 @@ class DynamicsConfig:
     # snapshot a member when its holdout MSE improves by more than this fraction; stop once more
     # than `patience` epochs in a row snapshotted no member (MOPO's rule); max_epochs and the
     # optional wall-clock max_fit_minutes are safety bounds the source does not have
-    improvement_threshold: float = 0.01
-    patience: int = 5
-    max_epochs: int = 400
+    improvement_threshold: float = bounded(0.01, minimum=0.0)
+    patience: int = bounded(5, minimum=0)
+    max_epochs: int = bounded(400, minimum=1)
     max_fit_minutes: float | None = None
     # MBPO trains each member on its own bootstrap resample of the training split
     bootstrap: bool = True
@@ -93,6 +94,8 @@ class DynamicsConfig:
             raise ConfigError(
                 f"dynamics.precision must be one of {', '.join(PRECISION_CHOICES)}, got '{self.precision}'"
             )
+        if self.learning_rate <= 0:
+            raise ConfigError(f"dynamics.learning_rate must be positive, got {self.learning_rate}")
         if self.max_fit_minutes is not None and self.max_fit_minutes <= 0:
             raise ConfigError(f"dynamics.max_fit_minutes must be positive (or null), got {self.max_fit_minutes}")
         if not 0.0 < self.holdout_ratio < 1.0 or self.max_holdout < 1 or self.holdout_segment < 1:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -15,14 +16,62 @@ from mbrl_core.learner import LearnerContext
 from policies.networks import ActionScaler, ObservationNormalizer
 
 
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _non_negative(value: float) -> bool:
+    return value >= 0
+
+
+# The values a hyperparameter may take, by name, in every learner that has it ("..._lr": any learning rate).
+# Checked when a config is built, so `--set gamma=2` stops with the key's name instead of training on it.
+HYPERPARAMETER_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "_lr": ("> 0", _positive),
+    "gamma": ("in [0, 1]", lambda value: 0 <= value <= 1),
+    "tau": ("in (0, 1]", lambda value: 0 < value <= 1),
+    "expectile": ("in (0, 1)", lambda value: 0 < value < 1),
+    "critic_members": (">= 1", lambda value: value >= 1),
+    "n_actions": (">= 1", lambda value: value >= 1),
+    "policy_freq": (">= 1", lambda value: value >= 1),
+    "init_alpha": ("> 0", _positive),
+    "temperature": ("> 0", _positive),
+    "awac_lambda": ("> 0", _positive),
+    "max_weight": ("> 0", _positive),
+    "beta": (">= 0", _non_negative),
+    "alpha": (">= 0", _non_negative),
+    "cql_alpha": (">= 0", _non_negative),
+    "penalty": (">= 0", _non_negative),
+    "halt_penalty": (">= 0", _non_negative),
+    "policy_noise": (">= 0", _non_negative),
+    "noise_clip": (">= 0", _non_negative),
+    "bc_steps": (">= 0", _non_negative),
+}
+
+
+def _range_of(name: str) -> tuple[str, Callable[[float], bool]] | None:
+    return HYPERPARAMETER_RANGES.get(name) or (HYPERPARAMETER_RANGES["_lr"] if name.endswith("_lr") else None)
+
+
 @dataclass
 class LearnerConfig:
-    """What every learner's config has: the hidden widths of its networks (YAML lists become int tuples)."""
+    """What every learner's config has: the hidden widths of its networks (YAML lists become int tuples);
+    every hyperparameter named in ``HYPERPARAMETER_RANGES`` is checked against its range."""
 
     hidden_sizes: tuple[int, ...] = (256, 256)
 
     def __post_init__(self) -> None:
         self.hidden_sizes = tuple(int(width) for width in self.hidden_sizes)
+        if any(width < 1 for width in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be widths >= 1, not {list(self.hidden_sizes)}")
+        for field in fields(self):
+            value, limits = getattr(self, field.name), _range_of(field.name)
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)  # not cosine_actor_lr
+            if limits is not None and is_number and not limits[1](value):
+                raise ValueError(f"{field.name} must be {limits[0]}, not {value!r}")
+        low, high = getattr(self, "log_std_min", None), getattr(self, "log_std_max", None)
+        if low is not None and high is not None and not low < high:
+            raise ValueError(f"log_std_min must be below log_std_max, not {low!r} >= {high!r}")
 
 
 def adam(module: nn.Module | list[nn.Parameter], lr: float) -> torch.optim.Adam:

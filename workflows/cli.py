@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except MbrlError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the machine said no (a folder that cannot be made, a full disk): one line, too
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "interrupted: the last checkpoint is kept; continue with the same command plus --name "

@@ -138,6 +138,15 @@ TRAIN_CASES = [
     ("NaN learning rate", "iql", ["--set", "actor_lr=nan"], "iql.learner.actor_lr: cannot use 'nan'"),
     ("infinite learning rate", "iql", ["--set", "actor_lr=.inf"], "iql.learner.actor_lr: cannot use inf"),
     ("non-list hidden sizes", "bc", ["--set", "hidden_sizes=abc"], "bc.learner.hidden_sizes: cannot use 'abc'"),
+    ("zero hidden width", "iql", ["--set", "hidden_sizes=[256,0]"], "hidden_sizes must be widths >= 1, not [256, 0]"),
+    ("negative learning rate", "iql", ["--set", "actor_lr=-1"], "iql.learner: actor_lr must be > 0, not -1.0"),
+    ("discount above 1", "iql", ["--set", "gamma=2"], "iql.learner: gamma must be in [0, 1], not 2.0"),
+    ("expectile of 1", "iql", ["--set", "expectile=1"], "iql.learner: expectile must be in (0, 1), not 1.0"),
+    ("negative Polyak rate", "td3bc", ["--set", "tau=-0.1"], "td3bc.learner: tau must be in (0, 1], not -0.1"),
+    ("negative BC weight", "td3bc", ["--set", "alpha=-1"], "td3bc.learner: alpha must be >= 0, not -1.0"),
+    ("negative CQL weight", "cql", ["--set", "cql_alpha=-5"], "cql.learner: cql_alpha must be >= 0, not -5.0"),
+    ("negative MOPO penalty", "mopo", ["--set", "penalty=-1"], "mopo.learner: penalty must be >= 0, not -1.0"),
+    ("log-std bounds crossed", "awac", ["--set", "log_std_min=3"], "log_std_min must be below log_std_max"),
     ("unknown key", "bc", ["--set", "trainer.stpes=10"], "unknown key(s) stpes in bc.trainer"),
     ("zero rollout horizon", "mopo", ["--set", "rollouts.horizon=0"], "mopo.rollouts.horizon must be at least 1"),
     ("real fraction above 1", "mopo", ["--set", "rollouts.real_fraction=2"], "real_fraction must be at most 1.0"),
@@ -166,6 +175,14 @@ def test_zero_seeds_are_refused_before_anything_is_written(capsys, earlier, comm
     argv = [command, *datasets, "--algos", "bc", "--seeds", "0", "--steps", "10", "--out", earlier["runs"]]
     refused(capsys, argv, "--seeds must be at least 1 (got 0)")
     assert sorted(path.name for path in earlier["runs"].iterdir()) == before
+
+
+def test_a_runs_folder_the_system_cannot_make_stops_in_one_line(capsys, earlier):
+    below_a_file = earlier["file"] / "runs"  # no one can make it, root included
+    code = main([str(part) for part in train_args(earlier, "--runs-dir", str(below_a_file))])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("error: ") and "Not a directory" in line], err
 
 
 EVAL_CASES = [
@@ -294,6 +311,23 @@ def test_a_model_from_too_few_transitions_is_not_published(capsys, earlier, tmp_
     dataset_id = write_dataset("test/bad/three-v0", 3)
     fragment = "3 transitions leave no holdout transitions (holdout_ratio 0.2); at least 5 transitions are needed"
     refused(capsys, dynamics_train(tmp_path, dataset_id), fragment)
+    assert [path for path in tmp_path.iterdir() if not path.name.startswith(".")] == []
+
+
+DYNAMICS_CASES = [
+    ("patience=-1", "dynamics.patience must be at least 0, not -1"),
+    ("max_epochs=0", "dynamics.max_epochs must be at least 1, not 0"),
+    ("learning_rate=0", "dynamics.learning_rate must be positive, got 0.0"),
+    ("ensemble_size=0", "dynamics.ensemble_size must be at least 1, not 0"),
+    ("hidden_dim=0", "dynamics.hidden_dim must be at least 1, not 0"),
+]
+
+
+@pytest.mark.parametrize("setting, fragment", DYNAMICS_CASES, ids=[case[0] for case in DYNAMICS_CASES])
+def test_a_dynamics_setting_out_of_range_is_refused_and_nothing_is_published(
+    capsys, earlier, tmp_path, setting, fragment
+):
+    refused(capsys, [*dynamics_train(tmp_path, earlier["data"]), "--set", setting], fragment)
     assert [path for path in tmp_path.iterdir() if not path.name.startswith(".")] == []
 
 
