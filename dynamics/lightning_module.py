@@ -189,8 +189,8 @@ class EpochCheckpoint(L.Callback):
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # weights_only=False saves the whole fit state (optimizer, loops) for a bit-exact resume; given explicitly
-        # because Lightning 2.6 logs a line at every save where it is left to its default. Loading is guarded:
-        # read_fit_checkpoint opens the file with torch.load(weights_only=True) before Lightning restores it.
+        # because Lightning 2.6 logs a line at every save where it is left to its default. Loading is safe: both
+        # read_fit_checkpoint and Lightning's restore (trainer.fit below) load it with weights_only=True.
         trainer.save_checkpoint(partial, weights_only=False)
         if trainer.is_global_zero:
             os.replace(partial, self.path)
@@ -265,7 +265,8 @@ def fit_ensemble(
         # Lightning 2.6 + torch 2.13 warn about a deprecated pytree API inside Lightning itself.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         trainer = L.Trainer(**options)
-        trainer.fit(EnsembleLightningModule(ensemble, config), datamodule=data, ckpt_path=checkpoint)
+        module = EnsembleLightningModule(ensemble, config)
+        trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)  # a resume runs no pickled code
     snapshots.restore(ensemble)
     return FitResult(
         epochs=trainer.current_epoch,
