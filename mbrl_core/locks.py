@@ -157,12 +157,15 @@ def refuse_if_locked(target: Path | Location, what: str) -> None:
 
 
 @contextlib.contextmanager
-def exclusive(target: Path | Location, what: str) -> Iterator[None]:
-    """Hold the lock at ``target`` (a local path, or a lock object on a store) for the block, or refuse at once
-    naming the holder of ``what``."""
-    lock = _take(target)
-    if lock is None:
-        raise _refusal(target, what)
+def exclusive(target: Path | Location, what: str, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold the lock at ``target`` (a local path, or a lock object on a store) for the block, or refuse naming
+    the holder of ``what``: at once, or after ``wait_seconds`` (for locks that are held only for a moment, such
+    as a shared record's read-modify-write)."""
+    deadline = time.monotonic() + wait_seconds
+    while (lock := _take(target)) is None:
+        if time.monotonic() >= deadline:
+            raise _refusal(target, what)
+        time.sleep(0.05)
     try:
         yield
     finally:

@@ -38,6 +38,7 @@ from mbrl_core.config import build_config, merge, resolve_algo_config
 from mbrl_core.data import load_dataset, load_minari
 from mbrl_core.device import select_device
 from mbrl_core.errors import ConfigError
+from mbrl_core.locks import exclusive
 from mbrl_core.storage import is_url, locate
 from mbrl_core.trainer import TrainerConfig
 from policies.registry import get_learner
@@ -56,6 +57,10 @@ from workflows.runs import (
 )
 
 COMPARE_FILE = "compare.json"
+# Two compares adding to one grid at once (each run folder has its own lock) must not lose each other's
+# datasets, learners or seeds: compare.json is read and rewritten under this lock, held for a moment.
+RECORD_LOCK = ".compare.lock"
+RECORD_LOCK_WAIT_SECONDS = 30.0
 RUNS_SUBDIR = "runs"
 LOG_NAME = "train.log"
 # A compare folder: a local path, or the URL of a folder on a store (kept a string: a URL is no Path).
@@ -236,6 +241,14 @@ def prepare_folder(
     report prints to add seeds runs the grid the same way.
     """
     folder = compare_folder(runs_dir, spec.name)
+    with exclusive(locate(folder).child(RECORD_LOCK), f"the grid record {COMPARE_FILE}", RECORD_LOCK_WAIT_SECONDS):
+        write_grid_record(folder, spec, {"dynamics_store": dynamics_store, "out": str(runs_dir)} | (execution or {}))
+    return folder
+
+
+def write_grid_record(folder: Folder, spec: CompareSpec, how: dict[str, Any]) -> None:
+    """Record the grid in ``compare.json`` as the union with the grid already recorded there, and ``how``
+    (the dynamics store, the runs folder, the executor) as given now."""
     record_file = locate(folder).child(COMPARE_FILE)
     record = spec.record()
     if record_file.exists():
@@ -248,10 +261,9 @@ def prepare_folder(
                 )
         for key in ("datasets", "algos", "seeds"):
             record[key] = list(dict.fromkeys([*earlier[key], *record[key]]))
-    record |= {"dynamics_store": dynamics_store, "out": str(runs_dir)} | (execution or {})
+    record |= how
     # One object (one PUT on a store): a reader sees the old record or the new one.
     record_file.put((json.dumps(record, indent=2, default=float) + "\n").encode())
-    return folder
 
 
 # ---------------------------------------------------------------- work done by the executor

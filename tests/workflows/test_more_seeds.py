@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import shlex
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import workflows.compare as compare_module
 from mbrl_core.config import parse_overrides
+from mbrl_core.locks import LockHeld, try_lock
 from tests.workflows.fake_runs import fabricate_run
 from workflows.cli import build_parser, main
-from workflows.compare import CompareSpec, prepare_folder, report_compare
+from workflows.compare import RECORD_LOCK, CompareSpec, prepare_folder, report_compare
 from workflows.report.more_seeds import add_seeds_command, literal
 from workflows.report.verdict import MIN_SEEDS
 
@@ -98,3 +101,39 @@ def test_running_the_printed_command_trains_the_missing_seeds(small_dataset_id, 
     printed = capsys.readouterr().out
     assert "2 of 6 runs already finished" in printed
     assert "| model-based ahead |" in printed and "too few seeds" not in printed
+
+
+def test_compares_adding_to_one_grid_at_once_lose_nothing(tmp_path):
+    """Each compare adds its own seed to the same grid at the same moment: the record keeps all of them."""
+    specs = [CompareSpec("shared", ("a/one-v0",), ("bc",), (seed,), 1000, {}) for seed in range(12)]
+    start = threading.Barrier(len(specs))
+
+    def add(spec):
+        start.wait()
+        prepare_folder(spec, tmp_path, dynamics_store=None)
+
+    threads = [threading.Thread(target=add, args=(spec,)) for spec in specs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    grid = json.loads((tmp_path / "compare-shared" / "compare.json").read_text())
+    assert sorted(grid["seeds"]) == list(range(12))
+
+
+def test_a_compare_waits_for_the_record_lock_then_refuses_naming_its_holder(tmp_path, monkeypatch):
+    folder = prepare_folder(CompareSpec("held", ("a/one-v0",), ("bc",), (0,), 1000, {}), tmp_path, None)
+    more = CompareSpec("held", ("a/one-v0",), ("iql",), (0,), 1000, {})
+
+    holder = try_lock(Path(folder) / RECORD_LOCK)  # another compare in the middle of rewriting the record
+    threading.Timer(0.5, holder.release).start()
+    began = time.monotonic()
+    prepare_folder(more, tmp_path, None)
+    assert time.monotonic() - began >= 0.4
+    assert json.loads((Path(folder) / "compare.json").read_text())["algos"] == ["bc", "iql"]
+
+    monkeypatch.setattr(compare_module, "RECORD_LOCK_WAIT_SECONDS", 0.2)
+    holder = try_lock(Path(folder) / RECORD_LOCK)
+    with pytest.raises(LockHeld, match="compare.json is being written by process"):
+        prepare_folder(more, tmp_path, None)
+    holder.release()
