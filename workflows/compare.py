@@ -326,7 +326,8 @@ def run_log(runs_dir: str, name: str) -> Iterator[None]:
 @contextlib.contextmanager
 def stdout_to(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as stream, contextlib.redirect_stdout(stream):
+    # Line-buffered: `tail -f train.log` follows a run as it trains, and a killed run keeps every line it printed.
+    with open(path, "a", buffering=1) as stream, contextlib.redirect_stdout(stream):
         yield
 
 

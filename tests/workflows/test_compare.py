@@ -12,7 +12,7 @@ import torch
 from mbrl_core.atomic import save_yaml
 from mbrl_core.config import read_yaml
 from mbrl_core.errors import ConfigError
-from workflows.compare import RUNS_SUBDIR, CompareSpec, report_compare, run_compare
+from workflows.compare import RUNS_SUBDIR, CompareSpec, report_compare, run_compare, run_log
 from workflows.embedded import DEFAULT_DATASET_ID
 from workflows.executors import make_executor, threads_per_worker
 from workflows.runs import read_eval
@@ -251,3 +251,9 @@ def test_learners_evaluated_differently_are_refused(small_dataset_id, tmp_path, 
     monkeypatch.setattr(compare, "resolve_algo_config", bc_evaluates_more_often)
     with pytest.raises(ConfigError, match="evaluated differently"):
         run_compare(spec_for(small_dataset_id, "protocol"), runs_dir=tmp_path)
+
+
+def test_a_runs_log_shows_each_line_while_the_run_trains(tmp_path):
+    with run_log(str(tmp_path), "iql-x-s0"):
+        print("step 5000: return 10.0 ± 1.0, normalized score 40.0")
+        assert (tmp_path / "iql-x-s0" / "train.log").read_text().endswith("normalized score 40.0\n")
