@@ -12,6 +12,7 @@ import torch
 
 from mbrl_core.data import load_dataset
 from mbrl_core.errors import ConfigError
+from mbrl_core.locks import LockHeld, try_lock
 from workflows.collect import (
     DATASET_KINDS,
     KIND_METADATA_KEY,
@@ -178,6 +179,16 @@ def test_refusals_are_one_clear_line(full):
         collect(CollectConfig(name="test/bad", **{**TINY, "env_id": "NoSuchEnv-v0"}), progress=False)
     with pytest.raises(ConfigError, match="unknown key"):
         run_command(TINY_FLAGS + ["--name", "test/bad", "--set", "no_such_key=1"])
+
+
+def test_a_second_collection_of_one_name_at_once_is_refused(minari_root):
+    holder = try_lock(collection_dir("test/busy").parent / ".collect.lock")  # a collection still running
+    with pytest.raises(LockHeld, match="collection 'test/busy' is being written by process"):
+        collect(CollectConfig(name="test/busy", **TINY), resume=True, progress=False)
+    with pytest.raises(LockHeld):
+        collect(CollectConfig(name="test/busy", **TINY), overwrite=True, progress=False)
+    assert not collection_dir("test/busy").exists()
+    holder.release()
 
 
 def test_resume_with_other_settings_is_refused(minari_root):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -13,10 +14,14 @@ from minari.dataset.minari_dataset import parse_dataset_id
 from mbrl_core.atomic import save_json
 from mbrl_core.data import local_datasets_root
 from mbrl_core.errors import ConfigError, DatasetError
+from mbrl_core.locks import exclusive
 from workflows.collect.behaviour import BehaviourTraining
 from workflows.collect.recipe import DatasetRecipe, label_kinds
 from workflows.collect.replay import ReplayBuffer
 from workflows.collect.settings import RECORD_FILE, STATE_FILE, CollectConfig, collection_dir, dataset_ids
+
+# Two collections of one name at once would interleave their states and datasets: the second is refused.
+LOCK_NAME = ".collect.lock"
 
 
 @dataclass
@@ -46,7 +51,19 @@ def collect(
     """
     check_name(config.name)
     directory = collection_dir(config.name)
-    prepare(config, directory, resume, overwrite)
+    try:
+        # Beside the collection folder (which --overwrite deletes); Minari's listing skips files.
+        with exclusive(directory.parent / LOCK_NAME, f"collection '{config.name}'"):
+            prepare(config, directory, resume, overwrite)
+            return run_collection(config, directory, resume, progress, stop_after_steps)
+    finally:
+        with contextlib.suppress(OSError):
+            directory.parent.rmdir()  # only when empty: a refused collection leaves nothing behind
+
+
+def run_collection(
+    config: CollectConfig, directory: Path, resume: bool, progress: bool, stop_after_steps: int | None
+) -> CollectResult:
     if resume and not (directory / STATE_FILE).exists() and (directory / RECORD_FILE).exists():
         return finished_result(config, directory)
     training = BehaviourTraining(config, progress)
