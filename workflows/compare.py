@@ -194,9 +194,11 @@ def check_config(algo: str, dataset_id: str, overrides: dict[str, Any]) -> tuple
 
 
 def refuse_changed_runs(spec: CompareSpec, folder: Folder, tasks: Sequence[RunTask]) -> None:
-    """A grid whose runs were started under other settings (configs/ or --set changed since) would mix them in one
-    report, finished runs skipped and interrupted ones resumed with their old config: refuse it, naming each change."""
+    """A grid whose runs were started under other settings (configs/ or --set changed since) or on other data (the
+    dataset collected again) would mix them in one report, finished runs skipped and interrupted ones resumed with
+    their old config: refuse it, naming each change."""
     stale = []
+    fingerprints: dict[str, str] = {}
     for task in tasks:
         recorded = recorded_config(run_folder(folder, task.name))
         if recorded is None:
@@ -205,14 +207,29 @@ def refuse_changed_runs(spec: CompareSpec, folder: Folder, tasks: Sequence[RunTa
         changes = changed_settings(
             recorded, resolve_algo_config(task.algo, task.dataset_id, merge(spec.overrides, explicit))
         )
+        changes += changed_dataset(recorded, task.dataset_id, fingerprints)
         if changes:
             stale.append(f"{task.name}: {', '.join(changes)}")
     if stale:
         raise ConfigError(
-            f"compare '{spec.name}': {len(stale)} run(s) in {folder} were started with other settings than this grid "
-            f"gives them now ({'; '.join(stale)}). Start a new grid with --name, or move those run folders away to "
-            "train them again with the current settings."
+            f"compare '{spec.name}': {len(stale)} run(s) in {folder} were started with other settings or data than "
+            f"this grid gives them now ({'; '.join(stale)}). Start a new grid with --name, or move those run folders "
+            "away to train them again with the current settings."
         )
+
+
+def changed_dataset(recorded: dict[str, Any], dataset_id: str, fingerprints: dict[str, str]) -> list[str]:
+    """``dataset fingerprint recorded -> current`` when the run was trained on other contents of ``dataset_id``.
+
+    ``fingerprints`` caches the current fingerprint per dataset (computed on the first run that needs it).
+    """
+    before = (recorded.get("dataset") or {}).get("fingerprint")
+    if before is None:  # a hand-made run folder, or one from before fingerprints were recorded
+        return []
+    if dataset_id not in fingerprints:
+        fingerprints[dataset_id] = load_dataset(dataset_id).fingerprint
+    now = fingerprints[dataset_id]
+    return [] if before == now else [f"dataset fingerprint {before} -> {now} (the dataset was written again)"]
 
 
 def plan_dynamics(spec: CompareSpec, tasks: Sequence[RunTask]) -> dict[str, list[DynamicsTask]]:

@@ -185,6 +185,24 @@ def test_runs_started_under_other_settings_are_refused_not_mixed(grid, small_dat
     assert (folder / "compare.json").read_text() == record
 
 
+def test_runs_trained_on_other_contents_of_the_dataset_are_refused_not_mixed(grid, small_dataset_id, store, tmp_path):
+    # As after `mbrl collect --overwrite` under the same name: finished runs on the old data would be skipped and
+    # reported beside runs trained on the new data.
+    outcome, _ = grid
+    folder = tmp_path / outcome.folder.name
+    shutil.copytree(outcome.folder, folder)
+    earlier = "bc-test_invertedpendulum_noisy-v0-s0"
+    config = read_yaml(folder / RUNS_SUBDIR / earlier / "config.yaml")
+    current = config["dataset"]["fingerprint"]
+    config["dataset"]["fingerprint"] = "0123456789abcdef"
+    save_yaml(config, folder / RUNS_SUBDIR / earlier / "config.yaml")
+
+    with pytest.raises(ConfigError) as refused:
+        run_compare(spec_for(small_dataset_id, "tiny"), runs_dir=tmp_path, dynamics_store=store)
+    assert f"{earlier}: dataset fingerprint 0123456789abcdef -> {current}" in str(refused.value)
+    assert "1 run(s)" in str(refused.value)
+
+
 def test_unknown_algorithm_is_refused_before_training(small_dataset_id, tmp_path):
     with pytest.raises(ConfigError, match="nope"):
         run_compare(spec_for(small_dataset_id, "bad", algos=("bc", "nope")), runs_dir=tmp_path)
