@@ -158,6 +158,21 @@ def test_a_damaged_eval_file_skips_its_run_with_one_warning(tmp_path):
     assert f"warning: skipped {truncated}" in paths.markdown.read_text()
 
 
+def test_runs_on_other_contents_of_one_dataset_are_flagged(tmp_path):
+    fabricate_grid(tmp_path, {"mopo": (True, [80.0, 82.0, 81.0]), "iql": (False, [40.0, 45.0, 41.0])}, DATASET)
+    for run_dir, fingerprint in (
+        (f"iql-{DATASET.replace('/', '_')}-s0", "aaaa"),
+        ("mopo-" + DATASET.replace("/", "_") + "-s1", "bbbb"),
+    ):
+        (tmp_path / "runs" / run_dir / "config.yaml").write_text(f"algo: x\ndataset:\n  fingerprint: {fingerprint}\n")
+    data, paths = write_report(tmp_path)
+    warning = f"WARNING: the runs of {DATASET} were trained on 2 different contents of it (fingerprints aaaa, bbbb"
+    assert warning in paths.markdown.read_text() and warning in terminal_summary(data)
+    (tmp_path / "runs" / run_dir / "config.yaml").write_text("algo: x\ndataset:\n  fingerprint: aaaa\n")
+    _, paths = write_report(tmp_path)
+    assert "different contents" not in paths.markdown.read_text()  # runs that record no fingerprint do not count
+
+
 def test_only_damaged_runs_is_one_clear_error(tmp_path):
     from mbrl_core.errors import ArtifactError
 

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from dynamics.service import DynamicsService
-from mbrl_core.errors import MbrlError
+from mbrl_core.config import read_yaml
+from mbrl_core.errors import ConfigError, MbrlError
 
 EVAL_FILE = "eval.json"
 METRICS_FILE = "metrics.csv"
+CONFIG_FILE = "config.yaml"
 # Logged by the penalized model-based learners (MOPO, MOReL, COMBO) per update; the CSV logger may prefix them.
 PENALTY_METRIC = "penalty_mean"
 MODEL_REWARD_METRIC = "model_reward_mean"
@@ -71,6 +73,7 @@ class RunRecord:
     dynamics_key: str | None
     dynamics_seconds: float  # what pretraining this run's dynamics model cost; 0 for model-free runs
     penalty: PenaltyTrace | None = None
+    dataset_fingerprint: str | None = None  # the content hash its config.yaml records (None: not recorded)
 
     @property
     def wall_seconds(self) -> float:
@@ -167,7 +170,19 @@ def run_record(run_dir: Path, evaluation: dict[str, Any], dynamics_seconds: dict
         dynamics_key=dynamics_key,
         dynamics_seconds=dynamics_seconds.get(dynamics_key, 0.0) if dynamics_key else 0.0,
         penalty=read_penalty_trace(run_dir / METRICS_FILE) if model_based else None,
+        dataset_fingerprint=recorded_fingerprint(run_dir / CONFIG_FILE),
     )
+
+
+def recorded_fingerprint(path: Path) -> str | None:
+    """The dataset fingerprint a run's ``config.yaml`` records; None when it records none or cannot be read."""
+    try:
+        config = read_yaml(path)
+    except ConfigError:
+        return None
+    dataset = config.get("dataset")
+    fingerprint = dataset.get("fingerprint") if isinstance(dataset, dict) else None
+    return fingerprint if isinstance(fingerprint, str) else None
 
 
 def read_penalty_trace(path: Path) -> PenaltyTrace | None:

@@ -228,6 +228,20 @@ def cell_order(datasets: Sequence[str], algo_order: Sequence[str]) -> Callable[[
     return key
 
 
+def mixed_contents_warnings(records: Sequence[RunRecord]) -> list[str]:
+    """One line per dataset id whose runs recorded more than one content fingerprint (the dataset written again)."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        if record.dataset_fingerprint is not None:
+            seen[record.dataset_id].add(record.dataset_fingerprint)
+    return [
+        f"WARNING: the runs of {dataset_id} were trained on {len(found)} different contents of it (fingerprints "
+        f"{', '.join(sorted(found))}: written again?); its rows are not directly comparable."
+        for dataset_id, found in sorted(seen.items())
+        if len(found) > 1
+    ]
+
+
 def summarize(
     folder: Path,
     title: str | None = None,
@@ -267,7 +281,7 @@ def summarize(
         cells=sorted((summarize_cell(runs) for runs in grouped.values()), key=cell_order(datasets, algo_order)),
         dynamics=summarize_dynamics(costs, records),
         unfinished=[run_dir.name for run_dir in found.unfinished],
-        warnings=found.skipped,
+        warnings=[*found.skipped, *mixed_contents_warnings(records)],
     )
     pooled = data.aggregate_datasets
     if len(pooled) > 1:
