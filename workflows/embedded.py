@@ -16,19 +16,25 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import gymnasium as gym
 import minari
 import numpy as np
 
+from mbrl_core.data import local_datasets_root
 from mbrl_core.evaluation import quiet_mujoco_notices
+from mbrl_core.locks import exclusive
 from mbrl_core.minari_writer import write_minari_dataset
 
 Controller = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 Episode = dict[str, np.ndarray]
 KIND_METADATA_KEY = "dataset_kind"  # the key `mbrl collect` records the D4RL kind under
 REFERENCE_SEED, REFERENCE_EPISODES = 10_000, 20
+WRITE_WAIT_SECONDS = 300.0  # a second quickstart waits this long for the first to finish writing the dataset
 
 # --------------------------------------------------------------------------- the default: Pendulum, random torques
 
@@ -58,9 +64,21 @@ def swing_up_action(observation: np.ndarray, rng: np.random.Generator) -> np.nda
 def build_default_dataset(
     dataset_id: str = DEFAULT_DATASET_ID, transitions: int = DEFAULT_TRANSITIONS, seed: int = 0, overwrite: bool = False
 ) -> str:
-    """Write the quickstart's dataset to the local Minari root (if missing) and return its id."""
-    if dataset_id in minari.list_local_datasets() and not overwrite:
-        return dataset_id
+    """Write the quickstart's dataset to the local Minari root (if missing) and return its id.
+
+    Its kind is written last, so a dataset without one was cut short (a quickstart killed while writing it) and
+    is written again; two quickstarts at once take turns.
+    """
+    root = local_datasets_root()
+    with exclusive(root / f".{dataset_id.replace('/', '_')}.lock", f"dataset '{dataset_id}'", WRITE_WAIT_SECONDS):
+        if recorded_kind(root / dataset_id) is not None and not overwrite:
+            return dataset_id
+        shutil.rmtree(root / dataset_id, ignore_errors=True)
+        write_default_dataset(dataset_id, transitions, seed)
+    return dataset_id
+
+
+def write_default_dataset(dataset_id: str, transitions: int, seed: int) -> None:
     episodes = collect(PENDULUM_ID, transitions, seed, lambda rng: uniform_action(PENDULUM_ID, rng))
     write_minari_dataset(
         dataset_id,
@@ -74,9 +92,17 @@ def build_default_dataset(
             "ref_max_score: a scripted swing-up controller (energy pumping, PD hold within "
             f"{HOLD_ANGLE} rad of upright); ref_min_score: random torques; {REFERENCE_EPISODES} episodes each."
         ),
-        overwrite=overwrite,
     ).storage.update_metadata({KIND_METADATA_KEY: "random"})
-    return dataset_id
+
+
+def recorded_kind(dataset_dir: Path) -> str | None:
+    """The ``dataset_kind`` a local dataset's metadata records; None when missing, half-written or unreadable."""
+    try:
+        metadata = json.loads((dataset_dir / "data" / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return None
+    kind = metadata.get(KIND_METADATA_KEY) if isinstance(metadata, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 # --------------------------------------------------------------------------- the tests' noisy InvertedPendulum

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import minari
 import numpy as np
 import pytest
 
 from mbrl_core.data import load_dataset
+from mbrl_core.errors import DatasetError
 from workflows.embedded import (
     KIND_METADATA_KEY,
     PENDULUM_ID,
@@ -29,6 +33,21 @@ def test_default_dataset_is_random_pendulum_data_with_scripted_references(minari
     again = build_default_dataset("test/pendulum/random-again-v0", transitions=1_000)
     assert load_dataset(again).fingerprint == data.fingerprint
     assert build_default_dataset("test/pendulum/random-v0", transitions=1_000) == dataset_id  # existing: kept
+
+
+def test_a_default_dataset_cut_short_is_written_again(minari_root):
+    dataset_id = build_default_dataset("test/pendulum/cut-v0", transitions=1_000)
+    complete = load_dataset(dataset_id).fingerprint
+    data_dir = Path(minari_root) / dataset_id / "data"
+    metadata = json.loads((data_dir / "metadata.json").read_text())
+    del metadata[KIND_METADATA_KEY]  # written last: as a quickstart killed while writing the episodes leaves it
+    (data_dir / "metadata.json").write_text(json.dumps(metadata))
+    (data_dir / "main_data.hdf5").write_bytes(b"\0" * 100)
+    with pytest.raises(DatasetError, match="damaged or truncated"):
+        load_dataset(dataset_id)
+
+    assert build_default_dataset("test/pendulum/cut-v0", transitions=1_000) == dataset_id
+    assert load_dataset(dataset_id).fingerprint == complete
 
 
 def test_the_reference_controller_swings_up_and_holds():
