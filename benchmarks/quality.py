@@ -3,8 +3,8 @@
 1. ``mbrl collect`` builds the datasets (online SAC behaviour policy for
    ``--sac-steps`` environment steps, then random / medium / medium-replay /
    expert / medium-expert of ``--transitions`` each); a finished collection is
-   reused, an interrupted one resumes. Do not run it while another
-   ``mbrl collect`` of the same name is running.
+   reused, an interrupted one resumes (while another ``mbrl collect`` of the
+   same name runs, it is refused).
 2. ``mbrl compare`` trains every learner on every dataset at one gradient
    budget (``--steps`` updates, the trainer's default evaluation protocol); it
    resumes too, and a larger ``--seeds`` later adds only the new seeds.
@@ -280,6 +280,17 @@ def keep_earlier(results: dict[str, Any], earlier: dict[str, Any], source: str) 
     return kept
 
 
+def cells_left_out(earlier: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """``learner on dataset`` for each cell of the earlier file that ``results`` has not."""
+    now = results["results"]
+    return [
+        f"{algo} on {dataset_id}"
+        for dataset_id, cells in earlier.get("results", {}).items()
+        for algo in cells
+        if algo not in now.get(dataset_id, {})
+    ]
+
+
 def in_benchmark_order(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Datasets and learners in this benchmark's order (kept cells arrive after the grid's own)."""
 
@@ -302,7 +313,13 @@ def main() -> None:
         compare(args, name)
     results = summarize(args, folder, started)
     out = Path(args.out)
-    kept = keep_earlier(results, json.loads(out.read_text()), out.name) if args.keep_earlier and out.exists() else 0
+    earlier = json.loads(out.read_text()) if out.exists() else {}
+    kept = keep_earlier(results, earlier, out.name) if args.keep_earlier and earlier else 0
+    if not args.keep_earlier and (dropped := cells_left_out(earlier, results)):
+        print(
+            f"{out} held cells this grid has no finished run for, now dropped: {', '.join(dropped)} "
+            "(--keep-earlier keeps them)"
+        )
     results["results"] = in_benchmark_order(results["results"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

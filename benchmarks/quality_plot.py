@@ -50,7 +50,7 @@ def draw_dataset(axes, dataset_id: str, cells: dict[str, Any], algos: list[str],
     axes.set_title(dataset_id, fontsize=9)
     axes.set_ylabel("normalized score", fontsize=8)
     means = [cell["mean"] + (cell["std"] or 0.0) for cell in cells.values()]
-    axes.set_ylim(min(0.0, *means) - 2, max(means, default=10.0) * 1.2 + 3)
+    axes.set_ylim(min([0.0, *means]) - 2, max(means, default=10.0) * 1.2 + 3)  # a dataset with no cell yet: 0 to 15
 
 
 def plot_quality(results: dict[str, Any], path: Path, learners: tuple[str, ...] = ()) -> Path:
