@@ -12,6 +12,7 @@ path imports :mod:`dynamics.lightning_module` inside ``fit``).
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import time
 from dataclasses import dataclass
@@ -198,6 +199,15 @@ class DynamicsService:
     @property
     def path(self) -> Path:
         return self.store.path(self.key)
+
+    @property
+    def weights_digest(self) -> str:
+        """A hash of the ensemble's weights: one fit of ``key`` told from another (a refit after the store lost it)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.ensemble.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def check_compatible(self, data: TransitionData) -> None:
         """Refuse a dataset whose observation or action space differs from the model's, or (the spaces

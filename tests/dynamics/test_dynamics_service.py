@@ -145,6 +145,7 @@ def test_round_trip_gives_identical_predictions_and_steps(trained, linear_data, 
         step_a.rewards, step_b.rewards
     )
     assert loaded.elites == trained.elites and loaded.metrics["train_seconds"] > 0
+    assert loaded.weights_digest == trained.weights_digest  # a run that trained its model resumes with it
 
 
 def test_step_samples_one_elite_per_row_with_the_same_uncertainty_as_predict(trained, linear_data):
@@ -303,6 +304,7 @@ def test_interrupted_fit_resumes_to_the_weights_of_an_uninterrupted_one(
     assert resumed.metrics["epochs"] == epochs and resumed.elites == straight_fit.elites
     ours, theirs = resumed.ensemble.state_dict(), straight_fit.ensemble.state_dict()
     assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
+    assert resumed.weights_digest == straight_fit.weights_digest
     assert [path.name for path in tmp_path.iterdir()] == [resumed.key]  # the fit checkpoint is gone
 
 
