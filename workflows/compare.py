@@ -173,12 +173,26 @@ def plan_runs(spec: CompareSpec) -> list[RunTask]:
             f"the grid's runs would be evaluated differently ({listing}); fix it with --set "
             "trainer.eval_every=N --set trainer.eval_episodes=M"
         )
-    return [
+    tasks = [
         RunTask(algo, dataset_id, seed, model_based[algo])
         for dataset_id in spec.datasets
         for algo in spec.algos
         for seed in spec.seeds
     ]
+    refuse_shared_folders(tasks)
+    return tasks
+
+
+def refuse_shared_folders(tasks: Sequence[RunTask]) -> None:
+    """Two dataset ids that differ only by '/' against '_' would train into one run folder: refuse them."""
+    owners: dict[str, str] = {}
+    for task in tasks:
+        owner = owners.setdefault(task.name, task.dataset_id)
+        if owner != task.dataset_id:
+            raise ConfigError(
+                f"datasets {owner} and {task.dataset_id} would share the run folder {task.name} (a '/' becomes '_' "
+                "in folder names); compare them in separate grids (--name)"
+            )
 
 
 def check_config(algo: str, dataset_id: str, overrides: dict[str, Any]) -> tuple[int, int]:
@@ -202,6 +216,10 @@ def refuse_changed_runs(spec: CompareSpec, folder: Folder, tasks: Sequence[RunTa
     for task in tasks:
         recorded = recorded_config(run_folder(folder, task.name))
         if recorded is None:
+            continue
+        recorded_id = (recorded.get("dataset") or {}).get("id")
+        if recorded_id not in (None, task.dataset_id):
+            stale.append(f"{task.name}: holds a run on dataset {recorded_id}, not {task.dataset_id}")
             continue
         explicit = {"trainer": trainer_overrides(task.seed, spec.steps)}  # the device only decides where it runs
         changes = changed_settings(

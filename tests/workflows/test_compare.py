@@ -12,7 +12,15 @@ import torch
 from mbrl_core.atomic import save_yaml
 from mbrl_core.config import read_yaml
 from mbrl_core.errors import ConfigError
-from workflows.compare import RUNS_SUBDIR, CompareSpec, report_compare, run_compare, run_log
+from workflows.compare import (
+    RUNS_SUBDIR,
+    CompareSpec,
+    RunTask,
+    refuse_shared_folders,
+    report_compare,
+    run_compare,
+    run_log,
+)
 from workflows.embedded import DEFAULT_DATASET_ID
 from workflows.executors import make_executor, threads_per_worker
 from workflows.runs import read_eval
@@ -201,6 +209,25 @@ def test_runs_trained_on_other_contents_of_the_dataset_are_refused_not_mixed(gri
         run_compare(spec_for(small_dataset_id, "tiny"), runs_dir=tmp_path, dynamics_store=store)
     assert f"{earlier}: dataset fingerprint 0123456789abcdef -> {current}" in str(refused.value)
     assert "1 run(s)" in str(refused.value)
+
+
+def test_a_run_folder_of_another_dataset_is_refused_not_mixed(grid, small_dataset_id, store, tmp_path):
+    outcome, _ = grid
+    folder = tmp_path / outcome.folder.name
+    shutil.copytree(outcome.folder, folder)
+    other = "bc-test_invertedpendulum_noisy-v0-s1"
+    config = read_yaml(folder / RUNS_SUBDIR / other / "config.yaml")
+    config["dataset"]["id"] = "test_invertedpendulum/noisy-v0"  # its folder name is the same
+    save_yaml(config, folder / RUNS_SUBDIR / other / "config.yaml")
+    with pytest.raises(ConfigError, match=f"{other}: holds a run on dataset test_invertedpendulum/noisy-v0, not "):
+        run_compare(spec_for(small_dataset_id, "tiny"), runs_dir=tmp_path, dynamics_store=store)
+
+
+def test_datasets_that_would_share_run_folders_are_refused():
+    tasks = [RunTask("bc", dataset_id, 0, False) for dataset_id in ("a/b-v0", "a_b-v0")]
+    with pytest.raises(ConfigError, match="datasets a/b-v0 and a_b-v0 would share the run folder bc-a_b-v0-s0"):
+        refuse_shared_folders(tasks)
+    refuse_shared_folders([RunTask("bc", "a/b-v0", 0, False), RunTask("iql", "a/b-v0", 0, False)])
 
 
 def test_unknown_algorithm_is_refused_before_training(small_dataset_id, tmp_path):
