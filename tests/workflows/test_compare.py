@@ -193,18 +193,23 @@ def test_runs_started_under_other_settings_are_refused_not_mixed(grid, small_dat
     assert (folder / "compare.json").read_text() == record
 
 
-def test_runs_trained_on_other_contents_of_the_dataset_are_refused_not_mixed(grid, small_dataset_id, store, tmp_path):
-    # As after `mbrl collect --overwrite` under the same name: finished runs on the old data would be skipped and
-    # reported beside runs trained on the new data.
+def grid_copy_with_dataset_record(grid, tmp_path, run: str, key: str, value: str) -> str:
+    """Copy the module's grid into ``tmp_path`` with ``dataset.<key>`` of ``run``'s config.yaml set to ``value``;
+    returns what it was."""
     outcome, _ = grid
     folder = tmp_path / outcome.folder.name
     shutil.copytree(outcome.folder, folder)
-    earlier = "bc-test_invertedpendulum_noisy-v0-s0"
-    config = read_yaml(folder / RUNS_SUBDIR / earlier / "config.yaml")
-    current = config["dataset"]["fingerprint"]
-    config["dataset"]["fingerprint"] = "0123456789abcdef"
-    save_yaml(config, folder / RUNS_SUBDIR / earlier / "config.yaml")
+    config = read_yaml(folder / RUNS_SUBDIR / run / "config.yaml")
+    was, config["dataset"][key] = config["dataset"][key], value
+    save_yaml(config, folder / RUNS_SUBDIR / run / "config.yaml")
+    return was
 
+
+def test_runs_trained_on_other_contents_of_the_dataset_are_refused_not_mixed(grid, small_dataset_id, store, tmp_path):
+    # As after `mbrl collect --overwrite` under the same name: finished runs on the old data would be skipped and
+    # reported beside runs trained on the new data.
+    earlier = "bc-test_invertedpendulum_noisy-v0-s0"
+    current = grid_copy_with_dataset_record(grid, tmp_path, earlier, "fingerprint", "0123456789abcdef")
     with pytest.raises(ConfigError) as refused:
         run_compare(spec_for(small_dataset_id, "tiny"), runs_dir=tmp_path, dynamics_store=store)
     assert f"{earlier}: dataset fingerprint 0123456789abcdef -> {current}" in str(refused.value)
@@ -212,13 +217,8 @@ def test_runs_trained_on_other_contents_of_the_dataset_are_refused_not_mixed(gri
 
 
 def test_a_run_folder_of_another_dataset_is_refused_not_mixed(grid, small_dataset_id, store, tmp_path):
-    outcome, _ = grid
-    folder = tmp_path / outcome.folder.name
-    shutil.copytree(outcome.folder, folder)
     other = "bc-test_invertedpendulum_noisy-v0-s1"
-    config = read_yaml(folder / RUNS_SUBDIR / other / "config.yaml")
-    config["dataset"]["id"] = "test_invertedpendulum/noisy-v0"  # its folder name is the same
-    save_yaml(config, folder / RUNS_SUBDIR / other / "config.yaml")
+    grid_copy_with_dataset_record(grid, tmp_path, other, "id", "test_invertedpendulum/noisy-v0")  # same folder name
     with pytest.raises(ConfigError, match=f"{other}: holds a run on dataset test_invertedpendulum/noisy-v0, not "):
         run_compare(spec_for(small_dataset_id, "tiny"), runs_dir=tmp_path, dynamics_store=store)
 
