@@ -134,7 +134,8 @@ TRAIN_CASES = [
     ("negative log_every", "bc", ["--set", "trainer.log_every=-1"], "bc.trainer.log_every must be at least 1"),
     ("zero checkpoint_every", "bc", ["--set", "trainer.checkpoint_every=0"], "checkpoint_every must be at least 1"),
     ("zero eval_episodes", "bc", ["--set", "trainer.eval_episodes=0"], "bc.trainer.eval_episodes must be at least 1"),
-    ("fractional steps", "bc", ["--set", "trainer.steps=1.5"], "bc.trainer.steps: cannot use 1.5"),
+    ("steps in --set", "bc", ["--steps", "10", "--set", "trainer.steps=1e3"], "--set trainer.steps: use --steps"),
+    ("seed in --set", "bc", ["--set", "trainer.seed=3"], "--set trainer.seed: use --seed"),
     ("NaN learning rate", "iql", ["--set", "actor_lr=nan"], "iql.learner.actor_lr: cannot use 'nan'"),
     ("infinite learning rate", "iql", ["--set", "actor_lr=.inf"], "iql.learner.actor_lr: cannot use inf"),
     ("non-list hidden sizes", "bc", ["--set", "hidden_sizes=abc"], "bc.learner.hidden_sizes: cannot use 'abc'"),
@@ -169,11 +170,19 @@ def test_bad_train_input_is_refused_in_one_line(capsys, earlier, case, algo, ext
 
 
 @pytest.mark.parametrize("command", ["compare", "quickstart"])
-def test_zero_seeds_are_refused_before_anything_is_written(capsys, earlier, command):
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--seeds", "0"], "--seeds must be at least 1 (got 0)"),
+        (["--set", "trainer.seed=4"], "--set trainer.seed: use --seed (--seeds in a grid) instead"),
+    ],
+    ids=["zero seeds", "seed in --set"],
+)
+def test_grid_seeds_are_checked_before_anything_is_written(capsys, earlier, command, extra, fragment):
     before = sorted(path.name for path in earlier["runs"].iterdir())
     datasets = ["--datasets", earlier["data"]] if command == "compare" else []
-    argv = [command, *datasets, "--algos", "bc", "--seeds", "0", "--steps", "10", "--out", earlier["runs"]]
-    refused(capsys, argv, "--seeds must be at least 1 (got 0)")
+    argv = [command, *datasets, "--algos", "bc", *extra, "--steps", "10", "--out", earlier["runs"]]
+    refused(capsys, argv, fragment)
     assert sorted(path.name for path in earlier["runs"].iterdir()) == before
 
 

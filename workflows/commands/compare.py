@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mbrl_core.config import parse_overrides
 from mbrl_core.errors import ConfigError
-from workflows.commands.train import add_precision_argument, with_precision
+from workflows.commands.train import add_precision_argument, parse_run_overrides, with_precision
 from workflows.compare import CompareSpec, default_name, run_compare, write_compare_report
 from workflows.executors import EXECUTORS
 from workflows.report import terminal_summary
@@ -109,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         algos=tuple(args.algos),
         seeds=tuple(range(args.seeds)),
         steps=args.steps,
-        overrides=parse_overrides(with_precision(args)),
+        overrides=parse_run_overrides(with_precision(args)),
     )
     return run_grid(spec, args)
 

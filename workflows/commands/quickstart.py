@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from mbrl_core.config import parse_overrides
 from workflows.commands.compare import add_grid_arguments, check_seed_count, run_grid
+from workflows.commands.train import parse_run_overrides
 from workflows.compare import CompareSpec
 from workflows.embedded import build_default_dataset
 
@@ -43,13 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_seed_count(args.seeds)
-    dataset_id = build_default_dataset()
+    overrides = parse_run_overrides([*OVERRIDES, *args.overrides])  # refused before the dataset is written
     spec = CompareSpec(
         name=args.name or ("quickstart" if args.steps == STEPS else f"quickstart-{args.steps}steps"),
-        datasets=(dataset_id,),
+        datasets=(build_default_dataset(),),
         algos=tuple(args.algos),
         seeds=tuple(range(args.seeds)),
         steps=args.steps,
-        overrides=parse_overrides([*OVERRIDES, *args.overrides]),
+        overrides=overrides,
     )
     return run_grid(spec, args)

@@ -68,6 +68,18 @@ def with_precision(args: argparse.Namespace) -> list[str]:
     return [*args.overrides, *([f"trainer.precision={args.precision}"] if args.precision else [])]
 
 
+# Trainer settings with an option of their own: the option decides, so a --set of them would be ignored.
+OWN_OPTIONS = {"steps": "--steps", "seed": "--seed (--seeds in a grid)", "device": "--device"}
+
+
+def parse_run_overrides(settings: list[str]) -> dict:
+    """``--set`` values as overrides, refusing the trainer settings that have their own option."""
+    overrides = parse_overrides(settings)
+    for key in sorted(set(overrides.get("trainer") or {}) & OWN_OPTIONS.keys()):
+        raise ConfigError(f"--set trainer.{key}: use {OWN_OPTIONS[key]} instead (it would override the --set)")
+    return overrides
+
+
 def run(args: argparse.Namespace) -> int:
     if args.name is not None:
         check_folder_name(args.name, "--name")
@@ -77,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         args.dataset,
         steps=args.steps,
         seed=args.seed,
-        overrides=parse_overrides(with_precision(args)),
+        overrides=parse_run_overrides(with_precision(args)),
         runs_dir=args.runs_dir,
         run_name=args.name,
         resume=args.resume,
