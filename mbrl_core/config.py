@@ -73,12 +73,14 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
-    """``["expectile=0.5", "trainer.steps=1000"]``
-    -> ``{"learner": {"expectile": 0.5}, "trainer": {"steps": 1000}}``."""
+    """``["expectile=0.5", "trainer.eval_every=1000"]``
+    -> ``{"learner": {"expectile": 0.5}, "trainer": {"eval_every": 1000}}``."""
     result: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(f"override '{pair}' must look like key=value (e.g. expectile=0.7 or trainer.steps=1000)")
+            raise ConfigError(
+                f"override '{pair}' must look like key=value (e.g. expectile=0.7 or trainer.eval_every=1000)"
+            )
         key, raw = pair.split("=", 1)
         section, _, name = key.strip().rpartition(".")
         value = yaml.safe_load(raw) if raw.strip() else None
