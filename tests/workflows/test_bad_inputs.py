@@ -136,6 +136,7 @@ TRAIN_CASES = [
     ("zero eval_episodes", "bc", ["--set", "trainer.eval_episodes=0"], "bc.trainer.eval_episodes must be at least 1"),
     ("steps in --set", "bc", ["--steps", "10", "--set", "trainer.steps=1e3"], "--set trainer.steps: use --steps"),
     ("seed in --set", "bc", ["--set", "trainer.seed=3"], "--set trainer.seed: use --seed"),
+    ("precision twice", "bc", ["--precision", "32", "--set", "trainer.precision=bf16"], "not both"),
     ("NaN learning rate", "iql", ["--set", "actor_lr=nan"], "iql.learner.actor_lr: cannot use 'nan'"),
     ("infinite learning rate", "iql", ["--set", "actor_lr=.inf"], "iql.learner.actor_lr: cannot use inf"),
     ("non-list hidden sizes", "bc", ["--set", "hidden_sizes=abc"], "bc.learner.hidden_sizes: cannot use 'abc'"),

@@ -64,7 +64,9 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def with_precision(args: argparse.Namespace) -> list[str]:
-    """The --set overrides, plus trainer.precision when --precision was given."""
+    """The --set overrides, plus trainer.precision when --precision was given (not both)."""
+    if args.precision and any(setting.startswith("trainer.precision=") for setting in args.overrides):
+        raise ConfigError("give --precision or --set trainer.precision=..., not both")
     return [*args.overrides, *([f"trainer.precision={args.precision}"] if args.precision else [])]
 
 
