@@ -50,7 +50,7 @@ from typing import Any
 import torch
 
 from mbrl_core.errors import ArtifactError
-from mbrl_core.locks import exclusive, try_lock, try_lock_object
+from mbrl_core.locks import describe_holder, exclusive, try_lock, try_lock_object
 from mbrl_core.storage import Location, is_url, locate
 
 SCHEMA_VERSION = 1
@@ -143,6 +143,14 @@ class ArtifactStore:
 
     def _slot_lock(self, key: str) -> Path | Location:
         return self.remote.child(f"{LOCK_PREFIX}{key}") if self.remote is not None else self.lock_path(key)
+
+    def wait_for_slot(self, key: str, wait_seconds: float) -> None:
+        """Return once no other process trains ``key`` (its slot lock is free); refuse naming the holder after
+        ``wait_seconds``."""
+        target = self._slot_lock(key)
+        print(f"dynamics model {key} is being trained by {describe_holder(target)}: waiting to reuse it", flush=True)
+        with exclusive(target, f"dynamics model {key} in {self.where}", wait_seconds):
+            pass
 
     def fit_checkpoint(self, key: str) -> Path:
         """Where the training of ``key`` keeps its per-epoch fit checkpoint."""

@@ -35,6 +35,7 @@ from dynamics.uncertainty import (
 )
 from mbrl_core.data import TransitionData
 from mbrl_core.errors import ArtifactError
+from mbrl_core.locks import LockHeld
 
 # rows per forward chunk on CPU, per thread: keeps the [E, rows, hidden] activations in cache
 # (measured best at 512-1024 per thread, benchmarks/dynamics.py); accelerators take big chunks
@@ -90,9 +91,13 @@ class DynamicsService:
         store: str | Path | None = None,
         retrain: bool = False,
         progress: bool = True,
+        wait_for_other_fit: float = 0.0,
         **trainer_kwargs,
     ) -> DynamicsService:
         """The stored model for (data, config) if there is one (``was_cached``), else train and store it.
+
+        While another process trains the same model, this one is refused at once, or with
+        ``wait_for_other_fit`` > 0 waits up to that many seconds for it and then reuses what it stored.
         ``trainer_kwargs`` go to ``lightning.Trainer`` (accelerator, devices, strategy, num_nodes...)."""
         config = make_dynamics_config(config, data.info.dataset_id)
         artifacts = ArtifactStore(store)
@@ -102,7 +107,13 @@ class DynamicsService:
             service.check_compatible(data)
             service.was_cached = True
             return service
-        return cls._train(data, config, artifacts, key, retrain, progress, trainer_kwargs)
+        try:
+            return cls._train(data, config, artifacts, key, retrain, progress, trainer_kwargs)
+        except LockHeld:
+            if wait_for_other_fit <= 0:
+                raise
+        artifacts.wait_for_slot(key, wait_for_other_fit)
+        return cls.fit(data, config, artifacts.where, False, progress, wait_for_other_fit, **trainer_kwargs)
 
     @classmethod
     def _train(cls, data, config, artifacts, key, retrain, progress, trainer_kwargs) -> DynamicsService:

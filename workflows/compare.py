@@ -44,6 +44,7 @@ from mbrl_core.trainer import TrainerConfig
 from policies.registry import get_learner
 from workflows.executors import GridExecutor, check_executor_options, current_progress_events, make_grid_executor
 from workflows.grid_progress import EpochReporter, GridProgress
+from workflows.model_based import OTHER_FIT_WAIT_SECONDS
 from workflows.remote_runs import readable_copy, upload_files, without_heavy_parts, working_copy
 from workflows.report import ReportData, score_of, write_report
 from workflows.runs import (
@@ -374,6 +375,7 @@ def pretrain_task(task: DynamicsTask, device: str, dynamics_store: str | None) -
         config=task.config,
         store=dynamics_store,
         progress=False,
+        wait_for_other_fit=OTHER_FIT_WAIT_SECONDS,
         callbacks=reporters,
     )
     return {

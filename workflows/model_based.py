@@ -34,6 +34,10 @@ from policies.registry import get_learner
 
 ROLLOUTS_FOLDER = "rollouts.zarr"
 
+# Another process training the same dynamics model (a second run or grid on a fresh dataset): wait for it and
+# reuse its model. The longest fits of the quality benchmark took about an hour.
+OTHER_FIT_WAIT_SECONDS = 6 * 3600.0
+
 
 @dataclass
 class ModelBasedSetup:
@@ -60,7 +64,12 @@ def prepare_model_based_run(
     rollouts = build_config(RolloutConfig, config.get("rollouts"), f"{algo}.rollouts")
     learner_config: Any = build_config(get_learner(algo).config_cls, config.get("learner"), f"{algo}.learner")
     service = DynamicsService.fit(
-        data, config.get("dynamics") or None, store=dynamics_store, retrain=retrain_dynamics, progress=progress
+        data,
+        config.get("dynamics") or None,
+        store=dynamics_store,
+        retrain=retrain_dynamics,
+        progress=progress,
+        wait_for_other_fit=OTHER_FIT_WAIT_SECONDS,
     ).to(device)
     service.check_compatible(data)
     halting = halting_rule(algo, learner_config, service)

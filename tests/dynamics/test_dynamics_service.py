@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import threading
 
 import gymnasium as gym
 import lightning
@@ -22,6 +24,7 @@ from dynamics.uncertainty import (
 from mbrl_core.contracts import UNCERTAINTY_FEATURES
 from mbrl_core.data import DatasetInfo, TransitionData
 from mbrl_core.errors import ArtifactError
+from mbrl_core.locks import LockHeld, try_lock
 
 # delta-state noise per dim and reward noise of the linear system
 STATE_NOISE = np.array([0.02, 0.05, 0.1])
@@ -195,6 +198,22 @@ def test_step_segments_equal_solo_steps_with_each_segments_own_generator(trained
     compare(exact=True)  # with a batch-invariant forward pass (no terminal head: termination 'never') it is bit for bit
     with pytest.raises(ValueError, match="segments cover 99 rows, the batch has 100"):
         trained.step_segments(obs, act, [(99, torch.Generator())])
+
+
+def test_a_fit_that_another_process_is_running_is_waited_for_and_reused(trained, linear_data, store, tmp_path, capsys):
+    other = ArtifactStore(tmp_path)
+    holder = try_lock(other.lock_path(trained.key))  # another process training this very model
+
+    def other_process_publishes():
+        shutil.copytree(ArtifactStore(store).path(trained.key), other.path(trained.key))
+        holder.release()
+
+    with pytest.raises(LockHeld, match="is being written by process"):
+        DynamicsService.fit(linear_data, TINY, store=tmp_path, progress=False)  # the default: refused at once
+    threading.Timer(1.0, other_process_publishes).start()
+    reused = DynamicsService.fit(linear_data, TINY, store=tmp_path, progress=False, wait_for_other_fit=60)
+    assert f"dynamics model {trained.key} is being trained by process" in capsys.readouterr().out
+    assert reused.was_cached and reused.weights_digest == trained.weights_digest
 
 
 def test_tampered_artifact_is_refused(trained, store, tmp_path):
