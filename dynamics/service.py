@@ -113,7 +113,9 @@ class DynamicsService:
             if wait_for_other_fit <= 0:
                 raise
         artifacts.wait_for_slot(key, wait_for_other_fit)
-        return cls.fit(data, config, artifacts.where, False, progress, wait_for_other_fit, **trainer_kwargs)
+        return cls.fit(
+            data, config, artifacts.where, progress=progress, wait_for_other_fit=wait_for_other_fit, **trainer_kwargs
+        )
 
     @classmethod
     def _train(cls, data, config, artifacts, key, retrain, progress, trainer_kwargs) -> DynamicsService:
