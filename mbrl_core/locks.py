@@ -161,11 +161,12 @@ def exclusive(target: Path | Location, what: str, wait_seconds: float = 0.0) -> 
     """Hold the lock at ``target`` (a local path, or a lock object on a store) for the block, or refuse naming
     the holder of ``what``: at once, or after ``wait_seconds`` (for locks that are held only for a moment, such
     as a shared record's read-modify-write)."""
-    deadline = time.monotonic() + wait_seconds
+    deadline, pause = time.monotonic() + wait_seconds, 0.05
     while (lock := _take(target)) is None:
         if time.monotonic() >= deadline:
             raise _refusal(target, what)
-        time.sleep(0.05)
+        time.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
+        pause = min(2 * pause, 5.0)  # a long wait on an object store is a few requests a minute, not 20 a second
     try:
         yield
     finally:

@@ -73,12 +73,13 @@ def prepare_model_based_run(
     ).to(device)
     service.check_compatible(data)
     halting = halting_rule(algo, learner_config, service)
+    weights = service.weights_digest  # hashes every weight: once per run
     provenance = {
         "algo": algo,
         "dataset_id": data.info.dataset_id,
         "dataset_fingerprint": data.fingerprint,
         "dynamics_key": service.key,
-        "dynamics_weights": service.weights_digest,
+        "dynamics_weights": weights,
         "horizon": rollouts.horizon,
         "batch_size": rollouts.batch_size,
         "refresh_every": rollouts.refresh_every,
@@ -86,7 +87,7 @@ def prepare_model_based_run(
         "halt_threshold": None if halting is None else halting.threshold,
     }
     store = run_store(rollouts_store or Path(run_dir) / ROLLOUTS_FOLDER, data, rollouts, provenance)
-    replay = open_replay(rollouts_path, data, service) if rollouts_path else None
+    replay = open_replay(rollouts_path, data, service, weights) if rollouts_path else None
     sampler = MixedSampler(
         RealSampler(data, batch_size=int(config["trainer"]["batch_size"]), seed=seed),
         ModelBuffer(rollouts.retain_generations * rollouts.batch_size * rollouts.horizon, device),
@@ -140,9 +141,9 @@ def run_store(
     )
 
 
-def open_replay(url: str, data: TransitionData, service: DynamicsService) -> RolloutStore:
+def open_replay(url: str, data: TransitionData, service: DynamicsService, weights: str) -> RolloutStore:
     store = RolloutStore.open(url, mode="r")
-    check_store_matches(store, data, service.key, service.weights_digest)
+    check_store_matches(store, data, service.key, weights)
     if not store.generations:
         raise ArtifactError(f"rollout store {url} holds no committed generation to replay")
     return store
