@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -258,6 +259,58 @@ def test_no_penalty_columns_no_penalty_section(tmp_path):
     _, paths = write_report(tmp_path)
     assert "Reward penalty" not in paths.markdown.read_text()
     assert len(paths.plots) == 1
+
+
+def write_sac_config(run_dir, act_dim: int, target_entropy: float | None) -> None:
+    learner = {"auto_entropy": True, "target_entropy": target_entropy}
+    config = {"algo": "cql", "learner": learner, "dataset": {"action_low": [-1.0] * act_dim}}
+    (run_dir / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+
+
+def test_policy_entropy_against_uniform_and_target_per_sac_based_run(tmp_path):
+    fabricate_grid(tmp_path, {"cql": (False, [2.0, 3.0, 4.0]), "iql": (False, [40.0, 45.0, 41.0])}, DATASET)
+    runs = tmp_path / "runs"
+    cql = [runs / f"cql-{DATASET.replace('/', '_')}-s{seed}" for seed in range(3)]
+    stuck = [{"step": 100, "train/alpha": 1.0, "train/entropy": 3.0}, {"step": 100, "eval/return_mean": 5.0},
+             {"step": 200, "train/alpha": 0.5, "train/entropy": 1.0}]  # fmt: skip
+    write_metrics(cql[0], stuck)
+    write_sac_config(cql[0], act_dim=4, target_entropy=None)  # uniform 4 ln 2 = 2.77, target -4
+    write_metrics(cql[1], [{"step": 100, "train/alpha": 2.0, "train/entropy": -5.0}])
+    write_sac_config(cql[1], act_dim=4, target_entropy=-4.5)
+    write_metrics(cql[2], [{"step": 100, "train/q_loss": 1.0}])  # no α/entropy columns: not SAC-based
+    data, paths = write_report(tmp_path)
+    traces = {run.seed: run.entropy for cell in data.cells for run in cell.runs if run.algo == "cql"}
+    assert traces[2] is None and all(
+        run.entropy is None for cell in data.cells for run in cell.runs if run.algo == "iql"
+    )
+    assert traces[0] is not None and traces[0].steps == (100, 200) and traces[0].entropy == (3.0, 1.0)
+    assert traces[0].uniform == pytest.approx(4 * np.log(2)) and traces[0].target == -4.0
+    assert traces[0].share_left == pytest.approx(5.0 / (4 * np.log(2) + 4.0))
+    assert traces[1] is not None and traces[1].target == -4.5 and traces[1].share_left < 0
+    markdown = paths.markdown.read_text()
+    assert "## Policy entropy (SAC-based learners" in markdown
+    assert f"| {DATASET} | cql     | 0    | 2.77 " in markdown and "| 3.00 → 1.00 " in markdown and "| 74% " in markdown
+    assert "| 1.000 → 0.500 " in markdown and "| reached " in markdown
+
+
+def test_a_damaged_metrics_line_costs_that_line_only(tmp_path):
+    fabricate_grid(tmp_path, {"mopo": (True, [80.0, 82.0, 81.0]), "iql": (False, [40.0, 45.0, 41.0])}, DATASET)
+    run = tmp_path / "runs" / f"mopo-{DATASET.replace('/', '_')}-s0"
+    write_metrics(run, penalty_rows(reward=1.0, penalty=2.0))
+    with open(run / "metrics.csv", "a") as stream:
+        stream.write("300,1.0,2.0,0.2,1e")  # a kill mid-write: the row stops inside a number
+    data, paths = write_report(tmp_path)
+    record = next(run for cell in data.cells for run in cell.runs if run.algo == "mopo" and run.seed == 0)
+    assert record.penalty is not None and record.penalty.steps == (100, 200)
+    assert record.entropy is not None and record.entropy.steps == (100, 200) and record.entropy.uniform is None
+    assert record.entropy.share_left is None  # no config with the action box: no reference entropies
+    assert "## Reward penalty vs model reward" in paths.markdown.read_text()
+
+
+def test_no_entropy_columns_no_entropy_section(tmp_path):
+    fabricate_grid(tmp_path, {"mopo": (True, [80.0, 82.0, 81.0]), "iql": (False, [40.0, 45.0, 41.0])}, DATASET)
+    _, paths = write_report(tmp_path)
+    assert "Policy entropy" not in paths.markdown.read_text()
 
 
 def test_report_is_reproducible(tmp_path):

@@ -3,8 +3,8 @@
 A run counts once its ``eval.json`` is written. A truncated or hand-edited
 ``eval.json`` (a crash mid-copy, a full disk) costs that run, never the
 report: it is skipped with one warning line naming the file. The learner's
-reward-penalty diagnostics, when a model-based learner logged them, come from
-the run's ``metrics.csv``.
+reward-penalty diagnostics, when a model-based learner logged them, and the
+policy entropy of the SAC-based learners come from the run's ``metrics.csv``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,24 @@ class PenaltyTrace:
 
 
 @dataclass(frozen=True)
+class EntropyTrace:
+    """A SAC-based run's policy entropy and temperature α per logged step, beside the two entropies that frame it."""
+
+    steps: tuple[int, ...]
+    entropy: tuple[float, ...]
+    alpha: tuple[float, ...]
+    uniform: float | None  # the uniform policy's entropy on the unit action box, act_dim · ln 2 (None: not recorded)
+    target: float | None  # what auto-entropy tunes α towards (None: α fixed, or not recorded)
+
+    @property
+    def share_left(self) -> float | None:
+        """The last entropy's distance to the target as a share of uniform → target (≤ 0: target reached)."""
+        if self.uniform is None or self.target is None or self.uniform <= self.target:
+            return None
+        return (self.entropy[-1] - self.target) / (self.uniform - self.target)
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """What the report needs from one finished run."""
 
@@ -74,6 +92,7 @@ class RunRecord:
     dynamics_seconds: float  # what pretraining this run's dynamics model cost; 0 for model-free runs
     penalty: PenaltyTrace | None = None
     dataset_fingerprint: str | None = None  # the content hash its config.yaml records (None: not recorded)
+    entropy: EntropyTrace | None = None  # SAC-based learners only
 
     @property
     def wall_seconds(self) -> float:
@@ -154,6 +173,7 @@ def score_of(evaluation: dict[str, Any]) -> float:
 def run_record(run_dir: Path, evaluation: dict[str, Any], dynamics_seconds: dict[str, float]) -> RunRecord:
     dynamics_key = (evaluation.get("dynamics") or {}).get("key")
     model_based = bool(evaluation["model_based"])
+    config = read_run_config(run_dir / CONFIG_FILE)
     return RunRecord(
         name=run_dir.name,
         algo=evaluation["algo"],
@@ -170,54 +190,88 @@ def run_record(run_dir: Path, evaluation: dict[str, Any], dynamics_seconds: dict
         dynamics_key=dynamics_key,
         dynamics_seconds=dynamics_seconds.get(dynamics_key, 0.0) if dynamics_key else 0.0,
         penalty=read_penalty_trace(run_dir / METRICS_FILE) if model_based else None,
-        dataset_fingerprint=recorded_fingerprint(run_dir / CONFIG_FILE),
+        dataset_fingerprint=recorded_fingerprint(config),
+        entropy=read_entropy_trace(run_dir / METRICS_FILE, *entropy_frame(config)),
     )
 
 
-def recorded_fingerprint(path: Path) -> str | None:
-    """The dataset fingerprint a run's ``config.yaml`` records; None when it records none or cannot be read."""
+def read_run_config(path: Path) -> dict[str, Any]:
+    """A run's ``config.yaml``; empty when it is missing or cannot be read (the report then shows less)."""
     try:
-        config = read_yaml(path)
-    except ConfigError:
-        return None
+        return read_yaml(path)
+    except (ConfigError, OSError, ValueError):
+        return {}
+
+
+def recorded_fingerprint(config: dict[str, Any]) -> str | None:
+    """The dataset fingerprint a run's config records; None when it records none."""
     dataset = config.get("dataset")
     fingerprint = dataset.get("fingerprint") if isinstance(dataset, dict) else None
     return fingerprint if isinstance(fingerprint, str) else None
 
 
-def read_penalty_trace(path: Path) -> PenaltyTrace | None:
-    """The penalty and model-reward columns of ``metrics.csv``; None when the run logged no such pair."""
-    if not path.exists():
-        return None
-    with open(path, newline="") as stream:
-        reader = csv.DictReader(stream)
-        columns = {metric_name(column): column for column in reader.fieldnames or ()}
-        if PENALTY_METRIC not in columns or MODEL_REWARD_METRIC not in columns:
-            return None
-        penalty_column, reward_column = columns[PENALTY_METRIC], columns[MODEL_REWARD_METRIC]
-        alpha_column, entropy_column = columns.get(ALPHA_METRIC), columns.get(ENTROPY_METRIC)
-        rows = [
-            (
-                int(float(row["step"])),
-                float(row[reward_column]),
-                float(row[penalty_column]),
-                entropy_bonus(row, alpha_column, entropy_column),
-            )
-            for row in reader
-            if row.get(penalty_column) and row.get(reward_column) and row.get("step")
-        ]
+def entropy_frame(config: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(uniform policy's entropy, auto-entropy target) from a run's config: act_dim · ln 2 and by default -act_dim."""
+    dataset, learner = config.get("dataset"), config.get("learner")
+    low = dataset.get("action_low") if isinstance(dataset, dict) else None
+    act_dim = len(low) if isinstance(low, list) and low else None
+    uniform = act_dim * math.log(2.0) if act_dim else None
+    if not isinstance(learner, dict) or learner.get("auto_entropy") is not True:
+        return uniform, None
+    target = learner.get("target_entropy")
+    if isinstance(target, (int, float)) and not isinstance(target, bool):
+        return uniform, float(target)
+    return uniform, (-float(act_dim) if act_dim and target is None else None)
+
+
+def read_entropy_trace(path: Path, uniform: float | None, target: float | None) -> EntropyTrace | None:
+    """The entropy and α columns of ``metrics.csv``; None when the run logged no such pair (not SAC-based)."""
+    rows = read_metric_rows(path, (ENTROPY_METRIC, ALPHA_METRIC))
     if not rows:
         return None
-    steps, rewards, penalties, bonuses = zip(*rows)
-    known = None if any(bonus is None for bonus in bonuses) else tuple(bonuses)
-    return PenaltyTrace(tuple(steps), tuple(rewards), tuple(penalties), known)
+    steps, entropies, alphas = zip(*rows)
+    return EntropyTrace(tuple(map(int, steps)), tuple(entropies), tuple(alphas), uniform, target)
 
 
-def entropy_bonus(row: dict[str, str], alpha_column: str | None, entropy_column: str | None) -> float | None:
-    """alpha * H of one logged row (what SAC's soft target adds per step), None without both columns."""
-    if alpha_column is None or entropy_column is None or not row.get(alpha_column) or not row.get(entropy_column):
+def read_penalty_trace(path: Path) -> PenaltyTrace | None:
+    """The penalty and model-reward columns of ``metrics.csv``; None when the run logged no such pair."""
+    rows = read_metric_rows(path, (MODEL_REWARD_METRIC, PENALTY_METRIC), optional=(ALPHA_METRIC, ENTROPY_METRIC))
+    if not rows:
         return None
-    return float(row[alpha_column]) * float(row[entropy_column])
+    steps, rewards, penalties, alphas, entropies = zip(*rows)
+    known = all(value is not None for value in (*alphas, *entropies))
+    bonuses = tuple(alpha * entropy for alpha, entropy in zip(alphas, entropies)) if known else None
+    return PenaltyTrace(tuple(map(int, steps)), tuple(rewards), tuple(penalties), bonuses)
+
+
+def read_metric_rows(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
+    """(step, *required, *optional) of each ``metrics.csv`` row that logged every required metric; optional
+    ones are None where absent. A row that does not parse (a line cut short by a kill) is skipped, and an
+    unreadable rest of the file ends the rows; no file or no such columns: no rows."""
+    if not path.exists():
+        return []
+    rows: list[tuple[Any, ...]] = []
+    with open(path, newline="", errors="replace") as stream:
+        reader = csv.DictReader(stream)
+        try:
+            columns = {metric_name(column): column for column in reader.fieldnames or ()}
+            if any(name not in columns for name in required):
+                return []
+            wanted = [columns[name] for name in required]
+            extra = [columns.get(name) for name in optional]
+            rows.extend(filter(None, (parse_metric_row(row, wanted, extra) for row in reader)))
+        except csv.Error:
+            pass
+    return rows
+
+
+def parse_metric_row(row: dict[str, Any], wanted: list[str], extra: list[str | None]) -> tuple[Any, ...] | None:
+    """One row's (step, *wanted, *extra) as floats; None when the step or a wanted value is blank or damaged."""
+    try:
+        values = (float(row["step"]), *(float(row[column]) for column in wanted))
+        return (*values, *(float(row[column]) if column and row.get(column) else None for column in extra))
+    except (TypeError, ValueError, KeyError):
+        return None
 
 
 def metric_name(column: str) -> str:

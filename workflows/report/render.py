@@ -14,12 +14,14 @@ from mbrl_core.atomic import save_text
 from workflows.report.plots import file_name, plot_aggregate, plot_dataset, plot_penalties, plot_profiles
 from workflows.report.summary import ReportData, summarize
 from workflows.report.tables import (
+    ENTROPY_NOTE,
     PENALTY_NOTE,
     Table,
     aggregate_table,
     count,
     dynamics_notes,
     dynamics_table,
+    entropy_table,
     html_table,
     markdown_table,
     pairs_table,
@@ -93,6 +95,9 @@ def sections(data: ReportData) -> list[Section]:
             if any(run.penalty for cell in data.cells_of(dataset_id) for run in cell.runs)
         )
         result.append(Section(penalties, notes=(PENALTY_NOTE,), plots=figures))
+    entropies = entropy_table(data)
+    if entropies.rows:
+        result.append(Section(entropies, notes=(ENTROPY_NOTE,)))
     if data.dynamics:
         result.append(Section(dynamics_table(data), notes=tuple(dynamics_notes(data))))
     return result

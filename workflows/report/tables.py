@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from workflows.report.records import EntropyTrace, RunRecord
 from workflows.report.summary import CellSummary, ReportData
 from workflows.report.verdict import MIN_SEEDS, Comparison, too_few_seeds_verdict
 
@@ -226,6 +227,45 @@ PENALTY_NOTE = (
     "bonus α·H is what the SAC-based learners' soft targets add per step: while it is larger than the model "
     "reward (early in training, α starts at 1), the policy mostly learns to stay random, and a short budget may "
     "end before the reward takes over."
+)
+
+
+def entropy_table(data: ReportData) -> Table:
+    rows = tuple(entropy_row(run, run.entropy) for cell in data.cells for run in cell.runs if run.entropy)
+    headers = (
+        "dataset",
+        "learner",
+        "seed",
+        "entropy of the uniform policy",
+        "target entropy",
+        "entropy, first → last logged",
+        "α, first → last logged",
+        "still to go to the target at the end",
+    )
+    return Table("Policy entropy (SAC-based learners, as logged in metrics.csv)", headers, rows)
+
+
+def entropy_row(run: RunRecord, trace: EntropyTrace) -> tuple[str, ...]:
+    left = trace.share_left
+    return (
+        run.dataset_id,
+        run.algo,
+        str(run.seed),
+        fmt(trace.uniform, 2),
+        fmt(trace.target, 2),
+        f"{fmt(trace.entropy[0], 2)} → {fmt(trace.entropy[-1], 2)}",
+        f"{fmt(trace.alpha[0], 3)} → {fmt(trace.alpha[-1], 3)}",
+        "n/a" if left is None else ("reached" if left <= 0 else f"{100 * left:.0f}%"),
+    )
+
+
+ENTROPY_NOTE = (
+    "Entropy in nats of the policy's actions in the unit action box: the uniform policy has act_dim · ln 2, and "
+    'auto-entropy tunes α towards the target (-act_dim unless the config sets it). "Still to go" is the last '
+    "entropy's distance to the target as a share of the way from uniform to target. A policy far from its target "
+    "at the end of training has not settled: its actions are still close to random, which the evaluation then "
+    "shows as a low score. A small policy or α learning rate, a short budget, or data whose actions are too varied "
+    "to give the critic a clear slope can each leave it there."
 )
 
 # (column header, metric name in the artifact): a calibrated Gaussian puts 68.3% / 95.4% of targets within 1 / 2 sigma.
