@@ -262,10 +262,10 @@ def entropy_row(run: RunRecord, trace: EntropyTrace) -> tuple[str, ...]:
 ENTROPY_NOTE = (
     "Entropy in nats of the policy's actions in the unit action box: the uniform policy has act_dim · ln 2, and "
     'auto-entropy tunes α towards the target (-act_dim unless the config sets it). "Still to go" is the last '
-    "entropy's distance to the target as a share of the way from uniform to target. A policy far from its target "
-    "at the end of training has not settled: its actions are still close to random, which the evaluation then "
-    "shows as a low score. A small policy or α learning rate, a short budget, or data whose actions are too varied "
-    "to give the critic a clear slope can each leave it there."
+    "entropy's distance to the target as a share of the way from uniform to target. Evaluation acts with the "
+    "policy's mean action, so a wide policy can still score well; but while α·H outweighs the reward per step "
+    "the policy mostly learns to stay random, and a short budget (or a small policy or α learning rate) may end "
+    "before it settles."
 )
 
 # (column header, metric name in the artifact): a calibrated Gaussian puts 68.3% / 95.4% of targets within 1 / 2 sigma.
