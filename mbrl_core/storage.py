@@ -158,4 +158,6 @@ def locate(target: str | Path) -> Location:
         filesystem, path = fsspec.core.url_to_fs(str(target))
     except (ImportError, ValueError) as error:
         raise ConfigError(f"cannot open {target}: {error}") from error
+    if not str(path).strip("/"):
+        raise ConfigError(f"cannot open {target}: name a bucket or folder after the protocol, e.g. s3://bucket/runs")
     return Location(filesystem, str(path), str(target).rstrip("/"))

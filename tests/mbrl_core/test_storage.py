@@ -35,6 +35,12 @@ def test_an_unknown_protocol_stops_in_one_line():
         locate("nosuchprotocol://x")
 
 
+@pytest.mark.parametrize("root", ["s3://", "s3:///", "memory://"])
+def test_a_url_without_a_bucket_or_folder_stops_in_one_line(root):
+    with pytest.raises(ConfigError, match="name a bucket or folder after the protocol"):
+        locate(root)
+
+
 def test_objects_are_written_read_listed_and_removed(folder, tmp_path):
     assert not folder.exists() and folder.names() == []
     folder.child("a.json").put(b'{"one": 1}')
