@@ -173,7 +173,7 @@ def score_of(evaluation: dict[str, Any]) -> float:
 def run_record(run_dir: Path, evaluation: dict[str, Any], dynamics_seconds: dict[str, float]) -> RunRecord:
     dynamics_key = (evaluation.get("dynamics") or {}).get("key")
     model_based = bool(evaluation["model_based"])
-    config = read_run_config(run_dir / CONFIG_FILE)
+    config = run_config_or_empty(run_dir / CONFIG_FILE)
     return RunRecord(
         name=run_dir.name,
         algo=evaluation["algo"],
@@ -195,8 +195,9 @@ def run_record(run_dir: Path, evaluation: dict[str, Any], dynamics_seconds: dict
     )
 
 
-def read_run_config(path: Path) -> dict[str, Any]:
-    """A run's ``config.yaml``; empty when it is missing or cannot be read (the report then shows less)."""
+def run_config_or_empty(path: Path) -> dict[str, Any]:
+    """A run's ``config.yaml``; empty when it is missing or cannot be read (the report then shows less; unlike
+    workflows.runs.read_run_config, which refuses, and which the report does not import: it pulls in training)."""
     try:
         return read_yaml(path)
     except (ConfigError, OSError, ValueError):
