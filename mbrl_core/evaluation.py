@@ -122,6 +122,10 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(self, act: ActFn, step: int = 0) -> EvalResult:
+        observations: np.ndarray
+        rewards: np.ndarray
+        terminated: np.ndarray
+        truncated: np.ndarray
         observations, _ = self.envs.reset(seed=[self.seed + i for i in range(self.episodes)])
         returns = np.zeros(self.episodes)
         lengths = np.zeros(self.episodes, dtype=int)

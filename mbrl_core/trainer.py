@@ -18,7 +18,6 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mbrl_core.atomic import load_torch, save_torch
 from mbrl_core.batch import Batch
@@ -26,6 +25,7 @@ from mbrl_core.config import bounded
 from mbrl_core.errors import ConfigError, TrainingError
 from mbrl_core.evaluation import EvalResult
 from mbrl_core.learner import Learner
+from mbrl_core.progress import progress_bar
 from mbrl_core.sampler import Sampler
 
 CHECKPOINT_NAME = "last.pt"
@@ -150,7 +150,7 @@ class OfflineTrainer:
         :meth:`load_checkpoint` + :meth:`fit` later gives the same weights as one straight run."""
         end = min(until if until is not None else self.config.steps, self.config.steps)
         averager = MetricAverager()
-        bar = tqdm(
+        bar = progress_bar(
             total=self.config.steps,
             initial=self.state.step,
             disable=not self.progress,

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mbrl_core.atomic import load_torch, save_json, save_torch
 from mbrl_core.config import build_config
@@ -25,6 +24,7 @@ from mbrl_core.errors import ConfigError, DatasetError
 from mbrl_core.evaluation import Evaluator
 from mbrl_core.learner import LearnerContext
 from mbrl_core.normalization import Normalizer
+from mbrl_core.progress import ProgressBar, progress_bar
 from mbrl_core.seeding import seed_everything
 from policies.sac import SAC, SACConfig
 from workflows.collect.environment import as_float32, box, learner_policy, make_env, uniform_policy
@@ -182,7 +182,7 @@ class BehaviourTraining:
         config = self.config
         observation = self.start_episode()
         save_at_episode_end = False
-        bar = tqdm(
+        bar = progress_bar(
             total=config.sac_steps,
             initial=self.step,
             desc=f"SAC on {config.env_id}",
@@ -216,7 +216,7 @@ class BehaviourTraining:
         self.save_state()
         return True
 
-    def checkpoint_policy(self, bar: tqdm) -> None:
+    def checkpoint_policy(self, bar: ProgressBar) -> None:
         result = self.evaluator(lambda observations: self.sac.act(observations, deterministic=False), step=self.step)
         relative_path = f"policies/step-{self.step:09d}.pt"
         save_torch(

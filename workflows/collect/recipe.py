@@ -25,11 +25,11 @@ from typing import Any
 import minari
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mbrl_core.atomic import save_json
 from mbrl_core.data import local_datasets_root
 from mbrl_core.minari_writer import write_minari_dataset
+from mbrl_core.progress import progress_bar
 from mbrl_core.seeding import make_generator, seed_everything
 from workflows.collect.behaviour import BehaviourTraining, load_behaviour_policy
 from workflows.collect.environment import Policy, learner_policy, run_episode, uniform_policy
@@ -100,7 +100,8 @@ class DatasetRecipe:
     def rollouts(self, kind: str, policy: Policy, transitions: int) -> Episodes:
         episodes: Episodes = []
         total = 0
-        with tqdm(total=transitions, desc=f"{kind} data", unit="step", disable=not self.training.progress) as bar:
+        quiet = not self.training.progress
+        with progress_bar(total=transitions, desc=f"{kind} data", unit="step", disable=quiet) as bar:
             while total < transitions:
                 episode = run_episode(
                     self.training.env, policy, stream_seed(self.config.seed, kind, len(episodes)), transitions - total
