@@ -31,6 +31,7 @@ Datasets go to the Minari root (``MINARI_DATASETS_PATH``), runs to
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -212,7 +213,7 @@ def summarize(args: argparse.Namespace, folder: Path, started: float) -> dict[st
     }
     return {
         "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "cores": os.cpu_count()},
+        "machine": machine_record(),
         "budget": {"updates_per_run": grid["steps"], "overrides": grid["overrides"], "seeds_asked": grid["seeds"]},
         "score": "final normalized score: 100 (R - random) / (expert - random), refs from each collection",
         "d4rl_scale": "the same final returns on D4RL's reference returns (d4rl/infos.py)",
@@ -223,6 +224,48 @@ def summarize(args: argparse.Namespace, folder: Path, started: float) -> dict[st
         "minari_root": str(local_datasets_root()),
         "this_invocation_seconds": time.perf_counter() - started,
     }
+
+
+def machine_record() -> dict[str, Any]:
+    """What the results depend on beyond the code: the behaviour SAC's floating point (and so the datasets) can
+    differ between CPUs and library builds, while the simulator repeats exactly (see the README)."""
+    versions = {name: importlib.metadata.version(name) for name in ("numpy", "gymnasium", "mujoco", "minari")}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "cores": os.cpu_count(),
+        **versions,
+    }
+
+
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor()
+
+
+def collection_differences(name: str, earlier: dict[str, Any]) -> list[str]:
+    """How this machine's collection ``name`` differs from the one the earlier results were made from."""
+    recorded = earlier.get("behaviour", {}).get(name)
+    if recorded is None:
+        return []
+    here = behaviour_record(name)
+    keys = ("ref_min_score", "ref_max_score", "medium_checkpoint_step", "medium_return")
+    return [f"{key} {here[key]!r} here, {recorded.get(key)!r} there" for key in keys if here[key] != recorded.get(key)]
+
+
+def warn_of_other_collections(args: argparse.Namespace, earlier: dict[str, Any], source: str) -> None:
+    """Before hours of training: say when the datasets just built are not the ones ``source`` was made from."""
+    for name in dict.fromkeys(collection_name(dataset_id) for dataset_id in args.datasets):
+        if differences := collection_differences(name, earlier):
+            print(
+                f"warning: the {name} collection on this machine is not the one {source} was made from "
+                f"({'; '.join(differences)}): its cells there describe other datasets and will not be kept; "
+                "this grid's results stand on their own"
+            )
 
 
 def fingerprint_of(dataset_id: str) -> str | None:
@@ -308,12 +351,14 @@ def main() -> None:
     started = time.perf_counter()
     name = args.name or f"quality-{args.steps}steps"
     folder = compare_folder(args.runs_dir, name)
-    if not args.report_only:
-        collect(args)
-        compare(args, name)
-    results = summarize(args, folder, started)
     out = Path(args.out)
     earlier = json.loads(out.read_text()) if out.exists() else {}
+    if not args.report_only:
+        collect(args)
+        if args.keep_earlier:
+            warn_of_other_collections(args, earlier, out.name)
+        compare(args, name)
+    results = summarize(args, folder, started)
     kept = keep_earlier(results, earlier, out.name) if args.keep_earlier and earlier else 0
     if not args.keep_earlier and (dropped := cells_left_out(earlier, results)):
         print(
