@@ -23,6 +23,10 @@ has no finished run for (a grid whose run folders were lost, say), but only on
 a dataset shown to be the same: its content fingerprint, recorded in the file,
 or for a file from before fingerprints, the dynamics model key of one of its
 model-based cells, which hashes the fingerprint with the dynamics settings.
+A collection repeats exactly on one machine, not always on another CPU (the
+behaviour SAC's floating point; the README's Conventions): before training, the
+script warns when the collection just built differs from the one the ``--out``
+file records.
 
 Datasets go to the Minari root (``MINARI_DATASETS_PATH``), runs to
 ``--runs-dir`` (default ``runs/``, not committed).
@@ -263,8 +267,8 @@ def warn_of_other_collections(args: argparse.Namespace, earlier: dict[str, Any],
         if differences := collection_differences(name, earlier):
             print(
                 f"warning: the {name} collection on this machine is not the one {source} was made from "
-                f"({'; '.join(differences)}): its cells there describe other datasets and will not be kept; "
-                "this grid's results stand on their own"
+                f"({'; '.join(differences)}): its cells describe other datasets and cannot be kept beside this grid's "
+                "(--keep-earlier checks each dataset's fingerprint)"
             )
 
 
@@ -355,8 +359,7 @@ def main() -> None:
     earlier = json.loads(out.read_text()) if out.exists() else {}
     if not args.report_only:
         collect(args)
-        if args.keep_earlier:
-            warn_of_other_collections(args, earlier, out.name)
+        warn_of_other_collections(args, earlier, out.name)
         compare(args, name)
     results = summarize(args, folder, started)
     kept = keep_earlier(results, earlier, out.name) if args.keep_earlier and earlier else 0
