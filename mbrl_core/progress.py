@@ -16,7 +16,7 @@ from tqdm import autonotebook, std
 from tqdm.auto import tqdm as auto_tqdm
 
 ProgressBar: TypeAlias = std.tqdm
-LOG_LINE_SECONDS = 60.0  # at most one progress line a minute in a log file
+LOG_LINE_SECONDS = 60.0  # at most one progress line a minute in a log file (the grid display's cadence too)
 LOG_LINE_WIDTH = 100
 
 
@@ -36,7 +36,8 @@ class _OneLinePerDraw:
         self.stream.flush()
 
 
-def _is_interactive(stream: IO[str]) -> bool:
+def is_interactive(stream: IO[str]) -> bool:
+    """A terminal (redraw in place), not a file or a pipe (write whole lines)."""
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
 
@@ -46,7 +47,7 @@ def progress_bar(*, file: IO[str] | None = None, **options: Any) -> ProgressBar:
     one line at most every :data:`LOG_LINE_SECONDS` otherwise."""
     stream = file if file is not None else sys.stderr
     in_notebook = autonotebook.tqdm is not std.tqdm  # tqdm.autonotebook picked its notebook widget
-    if in_notebook or _is_interactive(stream):
+    if in_notebook or is_interactive(stream):
         return auto_tqdm(file=stream, **options)
     options.pop("dynamic_ncols", None)
     return std.tqdm(

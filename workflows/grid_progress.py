@@ -24,6 +24,8 @@ from typing import Any, TextIO
 import lightning.pytorch as L
 from tqdm import tqdm
 
+from mbrl_core.progress import LOG_LINE_SECONDS, is_interactive
+
 EPOCH_EVENT = "epoch"
 STARTED_EVENT = "started"  # from executors that queue tasks themselves (Ray): the task has begun
 SCORE_COLUMNS = ("eval/normalized_score", "eval/return_mean")
@@ -111,7 +113,7 @@ class GridProgress:
     events: Any = None  # a multiprocessing queue the workers' EpochReporters write to
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     enabled: bool = True
-    line_every: float = 60.0
+    line_every: float = LOG_LINE_SECONDS
     runs: dict[str, RunProgress] = field(default_factory=dict)
     stages: dict[str, StageProgress] = field(default_factory=dict)
     done_before: int = 0  # runs finished in earlier sessions
@@ -119,7 +121,7 @@ class GridProgress:
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self.stop = threading.Event()
-        self.terminal = self.enabled and self.stream.isatty()
+        self.terminal = self.enabled and is_interactive(self.stream)
         self.bars: list[tqdm] = []
         self.thread: threading.Thread | None = None
         self.began = time.monotonic()
